@@ -1,0 +1,25 @@
+"""Errors with stable exit codes.
+
+`UserError` is bad input (a recipe field, a flag, a run directory): the CLI prints its one-line
+message and exits 2 with nothing written or launched. `RunFailure` is a runtime failure: exit 1.
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+class UserError(Exception):
+    """Invalid input. `str(err)` is one line: ``field.path: what is wrong, got X (fix)``."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class RunFailure(Exception):
+    """A run that started and failed (worker crash past the restart limit, divergence)."""
+
+    exit_code = EXIT_FAILURE

@@ -1,0 +1,211 @@
+"""YAML → validated `Recipe`: read, apply `--set` overrides, translate legacy keys, validate.
+
+Order (each step sees the previous one's output):
+1. read the YAML mapping (or `{}` for the embedded default);
+2. apply `--set a.b=c` overrides (values parsed as YAML, so `--set train.compile=false` is a bool);
+3. the legacy shim (`use_mup`, Megatron-style `mup_*` keys, `--use-mup`) rewrites to `scaling.*`
+   with a deprecation notice on stderr — the only place legacy input is understood;
+4. pydantic validation, then the cross-field checks of `mupctl.recipe.checks`.
+Any failure raises `UserError` with the dotted field path; nothing is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mupctl.errors import UserError
+from mupctl.recipe.checks import check_recipe
+from mupctl.recipe.schema import Recipe
+
+# Megatron-style legacy keys → new dotted path. `mup_width_mult` is handled separately (it is a
+# ratio, not a base shape).
+LEGACY_KEYS = {
+    "mup_base_hidden_size": "scaling.base.d_model",
+    "mup_base_num_layers": "scaling.base.n_layers",
+    "mup_base_head_dim": "scaling.base.d_head",
+    "mup_input_alpha": "scaling.alpha_in",
+    "mup_output_alpha": "scaling.alpha_out",
+    "mup_attn_alpha": "scaling.alpha_attn",
+    "mup_readout_zero_init": "scaling.readout_zero_init",
+}
+
+
+def deprecation(message: str) -> None:
+    """A legacy input was translated: say so on stderr (stdout stays clean for --json)."""
+    print(f"DeprecationWarning: {message}", file=sys.stderr)
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "could not parse"
+        raise UserError(f"invalid YAML{where}: {problem}", str(p)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"a recipe must be a YAML mapping of sections, got {type(data).__name__}", str(p))
+    return data
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    """Apply `a.b=c` overrides; `c` is parsed as YAML (`1e-3` → float, `false` → bool)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"expected KEY=VALUE with a dotted KEY such as optimizer.lr=1e-3, got {item!r}", "--set")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"cannot set {key}: {'.'.join(parts[:i + 1])} is not a section", "--set")
+            node = child
+        node[parts[-1]] = parsed
+    return out
+
+
+def _get(raw: dict, dotted: str, default=None):
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _set(raw: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
+    """Translate `use_mup` / `mup_*` keys and the `--use-mup` flag to `scaling.*` (with notices)."""
+    out = copy.deepcopy(raw)
+    explicit = _get(out, "scaling.recipe")
+    legacy = {k: out.pop(k) for k in list(out) if k == "use_mup" or k in LEGACY_KEYS or k == "mup_width_mult"}
+    if legacy:
+        use_mup = legacy.pop("use_mup", None)
+        if use_mup is None:
+            first = sorted(legacy)[0]
+            raise UserError("legacy muP keys need `use_mup: true` (better: write scaling.recipe: mup "
+                            "and scaling.base.*)", first)
+        if not isinstance(use_mup, bool):
+            raise UserError(f"must be true or false, got {use_mup!r}", "use_mup")
+        target = "mup" if use_mup else "none"
+        if explicit is not None and (explicit == "none") == use_mup:
+            raise UserError(f"conflicts with scaling.recipe: {explicit}; remove use_mup "
+                            "(it is deprecated) and keep scaling.recipe", "use_mup")
+        deprecation(f"`use_mup: {str(use_mup).lower()}` is deprecated; write `scaling.recipe: {target}` "
+                    "(mapped for you)")
+        if explicit is None:
+            _set(out, "scaling.recipe", target)
+        for key, value in legacy.items():
+            if key == "mup_width_mult":
+                d_model = _get(out, "model.d_model", 128)
+                try:
+                    base = d_model / float(value)
+                except (TypeError, ValueError, ZeroDivisionError):
+                    raise UserError(f"must be a positive number, got {value!r}", key) from None
+                if value <= 0 or abs(base - round(base)) > 1e-9:
+                    raise UserError(f"model.d_model / mup_width_mult must be a whole base width, got "
+                                    f"{d_model}/{value}; write scaling.base.d_model instead", key)
+                _set(out, "scaling.base.d_model", int(round(base)))
+                deprecation(f"`{key}` is deprecated; write `scaling.base.d_model: {int(round(base))}`")
+            else:
+                _set(out, LEGACY_KEYS[key], value)
+                deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
+    if use_mup_flag:
+        current = _get(out, "scaling.recipe")
+        if current == "none":
+            raise UserError("--use-mup conflicts with `scaling.recipe: none` in the recipe; drop the flag "
+                            "or set scaling.recipe to mup", "--use-mup")
+        if current in (None, "mup"):
+            _set(out, "scaling.recipe", "mup")
+            deprecation("--use-mup is deprecated; write `scaling.recipe: mup` in the recipe")
+        else:
+            deprecation(f"--use-mup is deprecated and ignored: the recipe already says scaling.recipe: {current}")
+    return out
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    cls: Any = Recipe
+    for part in loc:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        cls = cls.model_fields[part].annotation
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+_PHRASES = [("Input should be ", "must be "), ("greater than or equal to ", ">= "), ("greater than ", "> "),
+            ("less than or equal to ", "<= "), ("less than ", "< "), ("Value error, ", ""),
+            ("String should have ", "must have ")]
+
+
+def format_validation_error(err: ValidationError) -> UserError:
+    """First pydantic error → one-line `UserError`: dotted path, what is allowed, the bad value."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    path = ".".join(str(p) for p in loc) or "recipe"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    if e["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        names = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(names)}"
+        return UserError(f"unknown key; {hint}{suffix}", path)
+    msg = e["msg"]
+    for old, new in _PHRASES:
+        msg = msg.replace(old, new)
+    value = e.get("input")
+    shown = repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    shown = shown.removesuffix("\n...").removesuffix(" ...")
+    return UserError(f"{msg}, got {shown}{suffix}", path)
+
+
+def validate(raw: dict) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise format_validation_error(err) from None
+    check_recipe(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (), use_mup: bool = False,
+                raw: dict | None = None) -> Recipe:
+    """Read, override, translate legacy keys and validate a recipe (`path=None`: the embedded default)."""
+    data = raw if raw is not None else (read_yaml(path) if path is not None else {})
+    data = apply_overrides(data, overrides)
+    data = apply_legacy(data, use_mup_flag=use_mup)
+    return validate(data)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe (every default spelled out), loadable by `load_recipe`."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

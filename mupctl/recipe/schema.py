@@ -1,0 +1,166 @@
+"""The recipe schema: one pydantic model per YAML section, strict (unknown keys are errors).
+
+Every field has a default so a recipe can be ten lines. Cross-field checks that need the whole
+recipe (shapes, batch divisibility) live in `mupctl.recipe.checks`; the μP rules live in
+`mupctl.scaling` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(Section):
+    """Decoder-only dense transformer (pre-norm)."""
+
+    d_model: int = Field(128, gt=0, description="residual stream width")
+    n_layers: int = Field(2, gt=0, description="number of transformer blocks")
+    n_heads: int = Field(4, gt=0, description="query heads; d_head = d_model / n_heads")
+    n_kv_heads: Optional[int] = Field(None, gt=0, description="key/value heads (GQA); default n_heads")
+    d_ff: Optional[int] = Field(None, gt=0, description="MLP hidden size; default mlp_ratio * d_model")
+    mlp_ratio: float = Field(4.0, gt=0, description="d_ff / d_model when d_ff is not set")
+    vocab_size: int = Field(256, ge=2, description="256 for the byte tokenizer")
+    seq_len: int = Field(256, gt=0, description="training context length in tokens")
+    tie_embeddings: bool = Field(False, description="share the token embedding with the output head")
+    activation: Literal["swiglu", "gelu"] = "swiglu"
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    position: Literal["rope", "learned"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0)
+    bias: bool = Field(False, description="biases in linear layers (and LayerNorm)")
+    norm_eps: float = Field(1e-5, gt=0)
+    init_std: float = Field(0.02, gt=0, description="sigma: base init std tuned at the base shape")
+
+
+class BaseShape(Section):
+    """The shape the hyperparameters were tuned at. Unset fields default to the model's own."""
+
+    d_model: Optional[int] = Field(None, gt=0)
+    n_layers: Optional[int] = Field(None, gt=0)
+    d_head: Optional[int] = Field(None, gt=0)
+
+
+class ScalingConfig(Section):
+    recipe: Literal["none", "mup", "depth_mup"] = "none"
+    base: BaseShape = BaseShape()
+    alpha_in: float = Field(1.0, gt=0, description="embedding output multiplier")
+    alpha_out: float = Field(1.0, gt=0, description="logit multiplier (divided by m under mup)")
+    alpha_attn: Optional[float] = Field(
+        None, gt=0, description="attention scale numerator; default sqrt(base.d_head)")
+    readout_zero_init: bool = Field(False, description="zero-init the (untied) output head")
+    zero_init_query: bool = Field(False, description="zero-init the query projection")
+
+
+class MuonConfig(Section):
+    """torch.optim.Muon settings for 2-D hidden matrices (other tensors use AdamW)."""
+
+    lr: float = Field(0.02, gt=0)
+    momentum: float = Field(0.95, ge=0, lt=1)
+    nesterov: bool = True
+    ns_steps: int = Field(5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
+
+
+class OptimizerConfig(Section):
+    name: Literal["adamw", "adam", "sgd", "muon"] = "adamw"
+    lr: float = Field(3e-3, gt=0, description="eta: base LR (for muon: the AdamW LR of non-matrix tensors)")
+    betas: Tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0, description="epsilon: base Adam eps")
+    weight_decay: Optional[float] = Field(
+        None, ge=0, description="base weight decay; default 0.1 for adamw/muon, 0 for adam/sgd")
+    decay_vectors: bool = Field(False, description="apply weight decay to norm gains and biases")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = False
+    muon: MuonConfig = MuonConfig()
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v):
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+
+class ScheduleConfig(Section):
+    name: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR / peak LR")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: fraction of steps spent decaying")
+
+
+class TrainConfig(Section):
+    steps: int = Field(200, gt=0)
+    global_batch: int = Field(16, gt=0, description="sequences per optimizer step, all ranks")
+    micro_batch: int = Field(16, gt=0, description="sequences per forward pass per rank")
+    precision: Literal["auto", "fp32", "bf16", "fp8"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: Literal["auto", True, False] = Field("auto", description="auto: on for CUDA, off for CPU")
+    activation_checkpointing: bool = False
+    seed: int = 0
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
+    eval_interval: int = Field(50, ge=0, description="steps between validation passes; 0 disables")
+    eval_batches: int = Field(4, gt=0, description="micro batches per validation pass per rank")
+    log_interval: int = Field(10, gt=0)
+    telemetry_interval: int = Field(50, ge=0, description="steps between muP health rows; 0 disables")
+
+
+class DataConfig(Section):
+    source: Literal["embedded", "bin", "synthetic"] = "embedded"
+    path: Optional[str] = Field(None, description="directory of train/val .bin shards (source: bin)")
+    val_fraction: float = Field(0.05, gt=0, lt=0.5, description="embedded corpus held out for validation")
+
+
+class LaunchConfig(Section):
+    nproc_per_node: int = Field(1, gt=0)
+    nnodes: int = Field(1, gt=0)
+    node_rank: Optional[int] = Field(None, ge=0)
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: Optional[str] = Field(None, description="host:port; required when nnodes > 1")
+    rdzv_id: Optional[str] = None
+    max_restarts: int = Field(0, ge=0, description="worker-group restarts from the latest checkpoint")
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+
+
+class CheckpointConfig(Section):
+    interval: int = Field(100, ge=0, description="steps between checkpoints; 0 disables")
+    keep_last: int = Field(2, gt=0)
+    async_save: bool = Field(False, description="overlap the write with training (CUDA)")
+
+
+class LoggingConfig(Section):
+    wandb: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "mupctl"
+    entity: Optional[str] = None
+
+
+class RunConfig(Section):
+    root: str = Field("runs", description="directory that holds run directories")
+
+
+class Recipe(Section):
+    name: str = Field("run", min_length=1, max_length=100)
+    model: ModelConfig = ModelConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    launch: LaunchConfig = LaunchConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig = LoggingConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' (first a letter or digit)")
+        return v

@@ -1,0 +1,141 @@
+"""Compile a recipe into the resolved policy: per-tensor init/LR/eps/wd and forward multipliers.
+
+Pure Python (no torch). The only place where μP math is applied: everything downstream (model,
+optimizer, diagnostics) reads the numbers this produces.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mupctl.architecture import ROLES, derive_shape, tensor_specs
+from mupctl.errors import UserError
+from mupctl.scaling.rules import FORWARD, QUANTITIES, exponents, family, scale
+
+def check_combination(recipe) -> None:
+    """Reject recipe × optimizer combinations no published rule covers (exit 2 at plan time)."""
+    rec, opt = recipe.scaling.recipe, recipe.optimizer.name
+    if rec == "depth_mup" and opt == "sgd":
+        raise UserError("depth_mup has no rule for SGD: no published law covers hidden weight and bias "
+                        "LRs over depth; use optimizer.name: adamw (or adam) with depth_mup, or "
+                        "scaling.recipe: mup with sgd", "optimizer.name")
+    if rec == "depth_mup" and opt == "muon":
+        raise UserError("depth_mup with muon is not enabled: no depth sweep here has shown its LR "
+                        "transfers yet; use optimizer.name: adamw with depth_mup, or scaling.recipe: "
+                        "mup with muon (see docs/scaling.md)", "optimizer.name")
+    if rec != "none" and opt == "adam" and (recipe.optimizer.weight_decay or 0) > 0:
+        raise UserError("Adam's coupled L2 decay has no muP rule; use optimizer.name: adamw for "
+                        f"decoupled weight decay, or set 0, got {recipe.optimizer.weight_decay}",
+                        "optimizer.weight_decay")
+    if recipe.scaling.readout_zero_init and recipe.model.tie_embeddings:
+        raise UserError("needs an untied output head; set model.tie_embeddings: false or drop it",
+                        "scaling.readout_zero_init")
+
+
+def resolved_base(recipe) -> dict:
+    s = derive_shape(recipe.model)
+    b = recipe.scaling.base
+    return {"d_model": b.d_model or s.d_model, "n_layers": b.n_layers or s.n_layers,
+            "d_head": b.d_head or s.d_head}
+
+
+def base_weight_decay(opt) -> float:
+    """Default decay: 0.1 for decoupled optimizers (adamw, muon's AdamW part), 0 for adam/sgd."""
+    if opt.weight_decay is not None:
+        return opt.weight_decay
+    return 0.1 if opt.name in ("adamw", "muon") else 0.0
+
+
+def base_value(recipe, fam: str, role: str, quantity: str, base_layers: int) -> float | None:
+    """The value tuned at the base shape, before any multiplier."""
+    opt, sigma = recipe.optimizer, recipe.model.init_std
+    if quantity == "init_std":
+        if role == "vector":
+            return 0.0
+        if role == "output" and recipe.scaling.readout_zero_init:
+            return 0.0
+        return sigma / math.sqrt(2 * base_layers) if role == "hidden_out" else sigma
+    if quantity == "lr":
+        return opt.muon.lr if fam.startswith("muon") else opt.lr
+    if quantity == "eps":
+        return opt.eps if fam == "adam" else None
+    if fam.startswith("muon"):
+        return opt.muon.weight_decay
+    if role == "vector" and not opt.decay_vectors:
+        return 0.0
+    return base_weight_decay(opt)
+
+
+def _optimizer_name(recipe, fam: str) -> str:
+    name = recipe.optimizer.name
+    if name == "muon":
+        return "muon" if fam.startswith("muon") else "adamw"
+    return name
+
+
+def policy(recipe, role: str, in_branch: bool, ndim: int, m: float, lam: float, base_layers: int) -> dict:
+    """Values and exponents of every quantity for one (role, in_branch, ndim)."""
+    fam = family(recipe.optimizer.name, role, ndim, recipe.optimizer.muon.adjust_lr_fn)
+    out: dict = {"optimizer": _optimizer_name(recipe, fam), "exponents": {}}
+    for q in QUANTITIES:
+        a, b = exponents(recipe.scaling.recipe, fam, role, in_branch, q)
+        out[q] = scale(base_value(recipe, fam, role, q, base_layers), a, b, m, lam)
+        out["exponents"][q] = {"m": a, "lambda": b}
+    return out
+
+
+def multipliers(recipe, m: float, lam: float, m_head: float, base_head: int) -> tuple[dict, dict]:
+    sc = recipe.scaling
+    alpha_attn = sc.alpha_attn if sc.alpha_attn is not None else math.sqrt(base_head)
+    bases = {"embedding": sc.alpha_in, "output_logits": sc.alpha_out,
+             "attention_scale": alpha_attn / base_head, "residual_branch": 1.0}
+    values, exps = {}, {}
+    for name, (a, b, c) in FORWARD[sc.recipe].items():
+        values[name] = bases[name] * m**a * lam**b * m_head**c
+        exps[name] = {"m": a, "lambda": b, "m_head": c}
+    return values, exps
+
+
+def compile_policy(recipe) -> dict:
+    """The policy part of the plan: multipliers, role table and per-tensor values."""
+    check_combination(recipe)
+    shape = derive_shape(recipe.model)
+    base = resolved_base(recipe)
+    m = shape.d_model / base["d_model"]
+    lam = shape.n_layers / base["n_layers"]
+    m_head = shape.d_head / base["d_head"]
+    specs = tensor_specs(recipe.model, recipe.scaling.zero_init_query)
+
+    tensors = []
+    for spec in specs:
+        pol = policy(recipe, spec.role, spec.in_branch, len(spec.shape), m, lam, base["n_layers"])
+        tensors.append({
+            "name": spec.name, "shape": list(spec.shape), "role": spec.role, "in_branch": spec.in_branch,
+            "init": spec.init, "init_std": pol["init_std"], "zero_rows": spec.zero_rows,
+            "lr": pol["lr"], "eps": pol["eps"], "weight_decay": pol["weight_decay"],
+            "optimizer": pol["optimizer"],
+        })
+
+    roles = {}
+    for role in ROLES:
+        in_branch = role in ("hidden", "hidden_out", "vector")
+        entry = policy(recipe, role, in_branch, 1 if role == "vector" else 2, m, lam, base["n_layers"])
+        entry["tensors"] = sum(1 for t in specs if t.role == role)
+        outside = policy(recipe, role, False, 1, m, lam, base["n_layers"]) if role == "vector" else None
+        if outside and any(outside[q] != entry[q] for q in QUANTITIES):
+            entry["outside_branch"] = {q: outside[q] for q in QUANTITIES} | {"exponents": outside["exponents"]}
+        roles[role] = entry
+
+    mult, mult_exp = multipliers(recipe, m, lam, m_head, base["d_head"])
+    return {
+        "recipe": recipe.scaling.recipe,
+        "optimizer": recipe.optimizer.name,
+        "width_mult": m,
+        "depth_mult": lam,
+        "head_dim_mult": m_head,
+        "base": base,
+        "roles": roles,
+        "multipliers": mult,
+        "multiplier_exponents": mult_exp,
+        "tensors": tensors,
+    }

@@ -1,0 +1,98 @@
+"""The scaling rules as exponent tables: every value is ``base · m^a · λ^b``.
+
+m = d_model / base.d_model (width multiplier), λ = n_layers / base.n_layers (depth multiplier),
+m_h = d_head / base.d_head (head-size multiplier, only for the attention scale).
+Base values (σ, η, ε, wd) are the ones tuned at the base shape; see `compiler.base_value`.
+
+Sources: Tensor Programs V (arXiv 2203.03466) Table 8 and microsoft/mup `MuAdam`/`MuSGD`/
+`MuReadout`; CompleteP (arXiv 2505.01618) Table 1, α = 1; the spectral condition (arXiv
+2310.17813) for Muon. docs/scaling.md explains each row.
+"""
+
+from __future__ import annotations
+
+QUANTITIES = ("init_std", "lr", "eps", "weight_decay")
+
+# Optimizer families. adamw/adam → "adam"; sgd → "sgd"; muon: 2-D hidden/hidden_out tensors →
+# "muon" (adjust_lr_fn original) or "muon_match_rms" (match_rms_adamw); muon's other tensors → "adam".
+_ADAM = {
+    # init σ/√m for matrices with a width fan-in; LR η/m where an update sums over a width fan-in;
+    # eps ε/m everywhere because every gradient is Θ(1/m) under the 1/m output multiplier;
+    # wd·m where the LR is η/m so that LR·wd (decoupled decay per step) is width-independent.
+    "embedding": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
+    "hidden": {"init_std": -0.5, "lr": -1, "eps": -1, "weight_decay": 1},
+    "hidden_out": {"init_std": -0.5, "lr": -1, "eps": -1, "weight_decay": 1},
+    "output": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
+    "vector": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
+}
+_SGD = {
+    # MuSGD: tensors with one width dimension (vector-like) get LR η·m and wd/m; matrices with
+    # two width dimensions get η·fan_out_mult/fan_in_mult = η (all width dims grow with m).
+    "embedding": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
+    "hidden": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
+    "hidden_out": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
+    "output": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
+    "vector": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
+}
+_MUON = {
+    # torch.optim.Muon "original": lr·√max(1, fan_out/fan_in) already meets the spectral
+    # condition ‖ΔW‖ = Θ(√(fan_out/fan_in)), so the LR needs m⁰ (an extra 1/m would double-scale).
+    "hidden": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
+    "hidden_out": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
+}
+_MUON_MATCH_RMS = {
+    # "match_rms_adamw": lr·0.2·√max(A, B) makes the update RMS Adam-like (0.2·lr), so it
+    # needs Adam's η/m, and wd·m to keep LR·wd width-independent.
+    "hidden": {"init_std": -0.5, "lr": -1, "eps": 0, "weight_decay": 1},
+    "hidden_out": {"init_std": -0.5, "lr": -1, "eps": 0, "weight_decay": 1},
+}
+
+WIDTH = {"adam": _ADAM, "sgd": _SGD, "muon": _MUON, "muon_match_rms": _MUON_MATCH_RMS}
+"""Width exponents a of m under `mup` and `depth_mup` (all zero under `none`)."""
+
+DEPTH_IN_BRANCH = {"adam": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0}}
+"""Depth exponents b of λ under `depth_mup` for tensors inside residual branches (CompleteP α=1:
+hidden LR ×λ⁰ for Adam, eps ×λ⁻¹). Families missing here are rejected at plan time."""
+
+HIDDEN_OUT_INIT_DEPTH = {"none": -0.5, "mup": -0.5, "depth_mup": 0.0}
+"""hidden_out init is σ/√(2·base.n_layers) · λ^b: b = -½ gives GPT-2's σ/√(2L); under depth_mup
+the 1/λ branch multiplier carries depth, so the init must not count it again (b = 0)."""
+
+FORWARD = {
+    # name: (exponent of m, exponent of λ, exponent of m_h) per recipe
+    "none": {"embedding": (0, 0, 0), "output_logits": (0, 0, 0), "attention_scale": (0, 0, -0.5),
+             "residual_branch": (0, 0, 0)},
+    "mup": {"embedding": (0, 0, 0), "output_logits": (-1, 0, 0), "attention_scale": (0, 0, -1),
+            "residual_branch": (0, 0, 0)},
+    "depth_mup": {"embedding": (0, 0, 0), "output_logits": (-1, 0, 0), "attention_scale": (0, 0, -1),
+                  "residual_branch": (0, -1, 0)},
+}
+"""Forward multipliers. Bases: α_in, α_out, α_attn/base.d_head (α_attn = √base.d_head by default,
+so 1/√d_head at the base head size), 1. Attention: SP keeps 1/√d_head (m_h^-½), μP uses 1/d_head."""
+
+
+def family(optimizer: str, role: str, ndim: int, adjust_lr_fn: str = "original") -> str:
+    """The rule family that updates a tensor of this role under this optimizer."""
+    if optimizer in ("adamw", "adam"):
+        return "adam"
+    if optimizer == "sgd":
+        return "sgd"
+    if role in ("hidden", "hidden_out") and ndim == 2:
+        return "muon" if adjust_lr_fn == "original" else "muon_match_rms"
+    return "adam"
+
+
+def exponents(recipe: str, fam: str, role: str, in_branch: bool, quantity: str) -> tuple[float, float]:
+    """(a, b) such that the value is base · m^a · λ^b."""
+    a = float(WIDTH[fam][role][quantity]) if recipe in ("mup", "depth_mup") else 0.0
+    b = 0.0
+    if role == "hidden_out" and quantity == "init_std":
+        b = HIDDEN_OUT_INIT_DEPTH[recipe]
+    elif recipe == "depth_mup" and in_branch:
+        b = float(DEPTH_IN_BRANCH[fam][quantity])
+    return a, b
+
+
+def scale(base: float | None, a: float, b: float, m: float, lam: float) -> float | None:
+    """The one function that applies a rule: base · m^a · λ^b (None stays None)."""
+    return None if base is None else base * m**a * lam**b
