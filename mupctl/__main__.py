@@ -1,0 +1,3 @@
+from mupctl.cli import main
+
+main()

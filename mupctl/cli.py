@@ -1,0 +1,143 @@
+"""`mupctl` command line. Heavy modules (torch, matplotlib, wandb) are imported inside commands so
+`--help`, `plan`, `validate` and `schema` start fast. Exit codes: 0 ok, 1 runtime failure,
+2 invalid input (one line on stderr, nothing written or launched)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mupctl.errors import EXIT_FAILURE, RunFailure, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
+data_app = typer.Typer(no_args_is_help=True, help="Data preparation.")
+app.add_typer(data_app, name="data")
+
+RecipeArg = typer.Argument(None, help="recipe YAML (omit for the embedded tiny CPU default)")
+SetOpt = typer.Option([], "--set", help="override a field before validation: a.b=value (repeatable)")
+UseMupOpt = typer.Option(False, "--use-mup", help="deprecated: same as scaling.recipe: mup")
+JsonOpt = typer.Option(False, "--json", help="one JSON object on stdout")
+
+
+def _recipe(path: Optional[Path], overrides: List[str], use_mup: bool):
+    from mupctl.recipe import load_recipe
+    return load_recipe(path, overrides, use_mup=use_mup)
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+def plan(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
+         as_json: bool = JsonOpt,
+         explain: bool = typer.Option(False, "--explain", help="show each value's exponents of m and λ"),
+         verify: bool = typer.Option(False, "--verify", help="realize model+optimizer on CPU and check them "
+                                                             "against the plan (exit 1 on mismatch)")):
+    """Compile the recipe and show the resolved policy and the torchrun command."""
+    from mupctl.plan import build_plan
+    p = build_plan(_recipe(recipe, set_, use_mup))
+    mismatches = _verify(p) if verify else None
+    if as_json:
+        emit_json(p if mismatches is None else p | {"verify": [m.as_dict() for m in mismatches]})
+    else:
+        from mupctl.render import print_plan
+        print_plan(p, explain=explain)
+        if mismatches is not None:
+            from mupctl.render import print_mismatches
+            print_mismatches(mismatches)
+    if mismatches:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _verify(p: dict):
+    from mupctl.verify import verify
+    return verify(p)
+
+
+@app.command()
+def validate(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
+             as_json: bool = JsonOpt):
+    """Check a recipe (schema, shapes, scaling combination) without running anything."""
+    from mupctl.plan import build_plan
+    p = build_plan(_recipe(recipe, set_, use_mup))
+    if as_json:
+        emit_json({"valid": True, "name": p["name"], "recipe": p["recipe"], "optimizer": p["optimizer"],
+                   "hash": p["hash"]})
+    else:
+        print(f"ok: {p['name']} ({p['recipe']}, {p['optimizer']}, plan {p['hash']})")
+
+
+@app.command()
+def schema():
+    """Print the JSON Schema of the recipe (for agents and editors)."""
+    from mupctl.recipe.schema import Recipe
+    emit_json(Recipe.model_json_schema())
+
+
+@app.command()
+def init(name: str = typer.Argument(..., help="recipe name; writes NAME.yaml"),
+         template: str = typer.Option("mup", "--template", "-t", help="tiny | none | mup | depth_mup | muon"),
+         out: Optional[Path] = typer.Option(None, "--out", help="output path (default NAME.yaml)"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
+    """Write a starter recipe from templates/."""
+    from mupctl.templates import write_template
+    path = write_template(name, template, out, force)
+    print(f"wrote {path}")
+
+
+@app.command()
+def train(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
+          nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="workers per node"),
+          nnodes: Optional[int] = typer.Option(None, "--nnodes", help="number of nodes"),
+          max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="worker restarts from the "
+                                                                                 "latest checkpoint"),
+          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>")):
+    """Compile the plan, create the run directory and train with torchrun."""
+    from mupctl.launch.launcher import train as launch_train
+    launch_train(recipe, set_, use_mup=use_mup, run_dir=run_dir, nproc_per_node=nproc_per_node, nnodes=nnodes,
+                 max_restarts=max_restarts)
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `mupctl train`"),
+           set_: List[str] = SetOpt,
+           force: bool = typer.Option(False, "--force", help="accept changes that break exact resume"),
+           max_restarts: Optional[int] = typer.Option(None, "--max-restarts"),
+           nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node")):
+    """Continue a run from its newest valid checkpoint."""
+    from mupctl.launch.launcher import resume as launch_resume
+    launch_resume(run_dir, set_, force=force, max_restarts=max_restarts, nproc_per_node=nproc_per_node)
+
+
+@data_app.command("prepare")
+def data_prepare(inputs: List[Path] = typer.Argument(..., help="text files or directories of .txt files"),
+                 out: Path = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),
+                 tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="a local tokenizer.json "
+                                                                                    "(default: bytes)"),
+                 val_fraction: float = typer.Option(0.05, "--val-fraction"), as_json: bool = JsonOpt):
+    """Tokenize text into .bin shards for `data.source: bin`."""
+    from mupctl.data import prepare
+    meta = prepare([str(p) for p in inputs], out, tokenizer=str(tokenizer) if tokenizer else None,
+                   val_fraction=val_fraction)
+    if as_json:
+        emit_json(meta)
+    else:
+        print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens ({meta['dtype']})")
+
+
+def main() -> None:
+    """Entry point: click handles usage errors (exit 2); ours become one line on stderr."""
+    try:
+        app()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except RunFailure as err:
+        print(f"failed: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -1,0 +1,168 @@
+"""`mupctl train` / `mupctl resume`: validate, make the run directory, run torchrun, report.
+
+Everything that can be checked before launch is (recipe, plan, device, data, optional packages):
+invalid input raises `UserError` (exit 2) with nothing written. The run directory holds
+`recipe.yaml` (fully resolved), `plan.json`, `wandb_id`, and what the workers write
+(`metrics.jsonl`, `train.log`, `events.jsonl`, `checkpoints/`). torchrun is started as an argv list
+(never a shell); its `--max-restarts` restarts failed workers, which resume from the latest
+checkpoint on their own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from mupctl.errors import RunFailure, UserError
+from mupctl.launch.command import torchrun_argv
+from mupctl.plan import build_plan
+from mupctl.recipe import load_recipe, recipe_to_yaml
+
+# Recipe sections whose change would make a resumed run differ from an uninterrupted one.
+EXACTNESS_FIELDS = ("model.", "scaling.", "optimizer.", "data.", "schedule.", "train.seed",
+                    "train.global_batch", "train.precision")
+
+
+def new_run_dir(recipe, run_dir: Path | None) -> Path:
+    """`runs/<name>-<timestamp>` under `run.root`, or the given directory if it holds no run yet."""
+    if run_dir is None:
+        root = Path(recipe.run.root).resolve()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = root / f"{recipe.name}-{stamp}"
+        if not run_dir.resolve().is_relative_to(root):  # the schema already restricts names; belt and braces
+            raise UserError(f"run directory would leave {root}, got {recipe.name!r}", "name")
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = root / f"{recipe.name}-{stamp}-{n}"
+    if (run_dir / "plan.json").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with `mupctl resume {run_dir}` or pick "
+                        "another --run-dir", "--run-dir")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} exists and is not a directory", "--run-dir")
+    return run_dir
+
+
+def preflight(recipe) -> None:
+    """Checks that need the machine (device, data files, optional packages) — before anything is written."""
+    launch = recipe.launch
+    if launch.device == "cuda" or recipe.train.precision == "fp8":
+        import torch
+        if not torch.cuda.is_available():
+            field = "launch.device" if launch.device == "cuda" else "train.precision"
+            raise UserError("needs CUDA but no GPU is visible; use launch.device: cpu / train.precision: fp32",
+                            field)
+        if launch.nproc_per_node > torch.cuda.device_count():
+            raise UserError(f"asks for {launch.nproc_per_node} GPUs per node, this node has "
+                            f"{torch.cuda.device_count()}", "launch.nproc_per_node")
+    if recipe.train.precision == "fp8" and importlib.util.find_spec("torchao") is None:
+        raise UserError("fp8 needs torchao (pip install torchao)", "train.precision")
+    if recipe.logging.wandb != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise UserError("wandb is not installed; pip install 'mupctl[wandb]' or set logging.wandb: disabled",
+                        "logging.wandb")
+    from mupctl.data import open_data
+    open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+    if not (run_dir / "wandb_id").exists():
+        _write(run_dir / "wandb_id", uuid.uuid4().hex[:12] + "\n")
+
+
+def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
+    """Run the workers; SIGINT reaches them through the terminal, SIGTERM is forwarded."""
+    print(f"mupctl: launching {shlex.join(argv)}", flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(argv, env=env)
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
+    try:
+        rc = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    events = _events(run_dir)
+    restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
+    if restarts:
+        print(f"mupctl: workers were restarted {restarts} time(s) (limit {max_restarts})", flush=True)
+    if rc != 0:
+        diverged = run_dir / "DIVERGED.json"
+        why = json.loads(diverged.read_text())["message"] if diverged.exists() else \
+            f"workers exited with code {rc} after {restarts} restart(s) (limit {max_restarts})"
+        raise RunFailure(f"{why}; log: {run_dir / 'train.log'} (and torchrun's output above)")
+    print(f"mupctl: done: {run_dir}", flush=True)
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[str]:
+    flags = {"launch.nproc_per_node": nproc_per_node, "launch.nnodes": nnodes, "launch.max_restarts": max_restarts}
+    return [f"{k}={v}" for k, v in flags.items() if v is not None]
+
+
+def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False, run_dir: Path | None = None,
+          **flags) -> Path:
+    recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
+    build_plan(recipe)  # invalid combinations fail before anything is written
+    preflight(recipe)
+    run_dir = new_run_dir(recipe, run_dir).resolve()
+    plan = build_plan(recipe, str(run_dir))
+    write_run_files(run_dir, recipe, plan)
+    print(f"mupctl: run directory {run_dir} (plan {plan['hash']})", flush=True)
+    run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
+    return run_dir
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) -> Path:
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "plan.json").is_file():
+        raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
+    old = load_recipe(run_dir / "recipe.yaml")
+    recipe = load_recipe(run_dir / "recipe.yaml", list(overrides) + cli_overrides(**flags))
+    changes = changed_fields(old.model_dump(mode="json"), recipe.model_dump(mode="json"))
+    breaking = [c for c in changes if c[0].startswith(EXACTNESS_FIELDS)]
+    if breaking and not force:
+        field, a, b = breaking[0]
+        raise UserError(f"changed from {a!r} to {b!r}; this breaks exact resume (pass --force to continue "
+                        "anyway)", field)
+    plan = build_plan(recipe, str(run_dir))
+    preflight(recipe)
+    if changes:
+        for field, a, b in changes:
+            print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
+        write_run_files(run_dir, recipe, plan)
+    else:
+        plan = json.loads((run_dir / "plan.json").read_text())
+        plan["launch"]["argv"] = torchrun_argv(recipe, str(run_dir))
+    run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
+    return run_dir

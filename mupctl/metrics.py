@@ -1,0 +1,99 @@
+"""Run logging on rank 0: `metrics.jsonl` (always), console lines or a rich progress bar, wandb.
+
+Row kinds in metrics.jsonl (one JSON object per line):
+- train:     step, loss, lr, tokens, tokens_per_s, mfu, grad_norm
+- val:       step, val_loss
+- telemetry: step, act_rms {key: rms}, update_ratio {role: rms(ΔW)/rms(W)}
+`step` counts completed optimizer steps. On resume the rows after the checkpoint's step are
+dropped first, so the file reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def truncate_metrics(path: Path, keep_through_step: int) -> None:
+    """Drop rows with step > keep_through_step (atomic rewrite)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= keep_through_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _fmt(row: dict) -> str:
+    parts = [f"step {row['step']}"]
+    for key, fmt in (("loss", "{:.4f}"), ("val_loss", "{:.4f}"), ("lr", "{:.2e}"), ("grad_norm", "{:.3f}"),
+                     ("tokens_per_s", "{:,.0f}"), ("mfu", "{:.1%}")):
+        if row.get(key) is not None:
+            parts.append(f"{key} " + fmt.format(row[key]))
+    if "act_rms" in row:
+        parts.append("act_rms " + " ".join(f"{k}={v:.3g}" for k, v in row["act_rms"].items()))
+        parts.append("update_ratio " + " ".join(f"{k}={v:.2e}" for k, v in row["update_ratio"].items()))
+    return "  ".join(parts)
+
+
+class MetricsLog:
+    """Writes rows on rank 0; other ranks hold a no-op instance."""
+
+    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, wandb_cfg=None, wandb_id: str | None = None,
+                 config: dict | None = None):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.log_path = run_dir / "train.log"
+        self.total = total_steps
+        self.progress = None
+        self.wandb = None
+        if not enabled:
+            return
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.task = self.progress.add_task("train", total=total_steps, info="")
+            self.progress.start()
+        if wandb_cfg is not None and wandb_cfg.wandb != "disabled":
+            import wandb
+            self.wandb = wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity, id=wandb_id,
+                                    resume="allow", mode=wandb_cfg.wandb, dir=str(run_dir), config=config)
+
+    def say(self, message: str) -> None:
+        """A line for people and agents (stdout and train.log)."""
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.console.print(message)
+        else:
+            print(message, flush=True)
+        with self.log_path.open("a") as f:
+            f.write(message + "\n")
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        line = _fmt(row)
+        with self.log_path.open("a") as f:
+            f.write(line + "\n")
+        if self.progress is not None:
+            self.progress.update(self.task, completed=row["step"], info=line.split("  ", 1)[-1])
+        else:
+            print(line, flush=True)
+        if self.wandb is not None:
+            flat = {k: v for k, v in row.items() if not isinstance(v, dict) and k != "step"}
+            for group in ("act_rms", "update_ratio"):
+                flat |= {f"{group}/{k}": v for k, v in row.get(group, {}).items()}
+            self.wandb.log(flat, step=row["step"])
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.wandb is not None:
+            self.wandb.finish()

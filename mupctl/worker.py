@@ -1,0 +1,278 @@
+"""The training worker that torchrun starts in every rank: `python -m mupctl.worker --run-dir DIR`.
+
+It reads `recipe.yaml` and `plan.json` from the run directory, builds the model and optimizer from
+the plan, resumes from the newest valid checkpoint if there is one (so torchrun's restarts and
+`mupctl resume` need nothing else), and trains:
+
+    for each step: lr = peak_lr · factor(step) per param group
+                   accumulate gradients over global_batch / (micro_batch · world) micro batches
+                   clip, step; log / validate / checkpoint at their intervals
+
+Sequence j of step s is a pure function of (seed, s, j), and rank r's micro batch k takes
+j = (k·world + r)·micro + i, so any world size sees the same global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from mupctl.checkpoint import Checkpointer
+from mupctl.data import open_data
+from mupctl.metrics import MetricsLog, truncate_metrics
+from mupctl.mfu import mfu
+from mupctl.model import GPT
+from mupctl.optim import build_optimizer, optimizer_parts
+from mupctl.recipe import load_recipe
+from mupctl.schedule import lr_factor
+from mupctl.telemetry import UpdateRatio
+
+DIVERGED = "DIVERGED.json"
+
+
+class Divergence(RuntimeError):
+    pass
+
+
+class StopFlag:
+    """SIGTERM/SIGINT ask for a clean stop at the next log or checkpoint step; a second one exits."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            sys.exit(128 + signum)
+        self.requested = True
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def build(plan: dict, recipe, device: torch.device, world: int):
+    """Model (wrapped for DDP/FSDP2, optionally compiled) and optimizer, both from the plan."""
+    torch.manual_seed(recipe.train.seed)
+    model = GPT(plan, device=device, activation_checkpointing=recipe.train.activation_checkpointing)
+    cuda = device.type == "cuda"
+    compile_on = recipe.train.compile is True or (recipe.train.compile == "auto" and cuda)
+    bf16 = precision(recipe, device) == "bf16"
+    if recipe.launch.strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+        kw = {"mp_policy": mp} if mp else {}
+        for block in model.blocks:
+            if compile_on:
+                block.compile()
+            fully_shard(block, **kw)
+        fully_shard(model, **kw)
+        wrapped = model
+    else:
+        if compile_on:
+            model.compile()
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
+            if world > 1 else model
+    optimizer = build_optimizer(model, plan, fused=cuda)
+    return model, wrapped, optimizer
+
+
+def precision(recipe, device) -> str:
+    p = recipe.train.precision
+    return ("bf16" if device.type == "cuda" else "fp32") if p == "auto" else p
+
+
+class Trainer:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.recipe = load_recipe(run_dir / "recipe.yaml")
+        self.plan = json.loads((run_dir / "plan.json").read_text())
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = pick_device(self.recipe.launch.device, int(os.environ.get("LOCAL_RANK", 0)))
+        r, t = self.recipe, self.recipe.train
+        self.micro, self.accum = t.micro_batch, t.global_batch // (t.micro_batch * self.world)
+        self.tokens_per_step = t.global_batch * r.model.seq_len
+        self.model, self.wrapped, self.optimizer = build(self.plan, r, self.device, self.world)
+        self.data = open_data(r.data, r.model.vocab_size, r.model.seq_len, t.seed)
+        self.ckpt = Checkpointer(run_dir / "checkpoints", r.checkpoint.keep_last, r.checkpoint.async_save)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
+            if precision(r, self.device) == "bf16" and r.launch.strategy != "fsdp" else contextlib.nullcontext()
+        self.stop = StopFlag()
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+
+    # -- one step ---------------------------------------------------------------------------------
+    def indices(self, k: int) -> list[int]:
+        start = (k * self.world + self.rank) * self.micro
+        return list(range(start, start + self.micro))
+
+    def micro_batches(self, split: str, step: int):
+        for k in range(self.accum):
+            x, y = self.data.batch(split, step, self.indices(k))
+            yield k, x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def grad_sync(self, on: bool):
+        if isinstance(self.wrapped, torch.nn.parallel.DistributedDataParallel) and not on:
+            return self.wrapped.no_sync()
+        if hasattr(self.wrapped, "set_requires_gradient_sync"):
+            self.wrapped.set_requires_gradient_sync(on)
+        return contextlib.nullcontext()
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        factor = lr_factor(step, **self.recipe.schedule.model_dump(), steps=self.recipe.train.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        loss_sum = torch.zeros((), device=self.device)
+        for k, x, y in self.micro_batches("train", step):
+            with self.grad_sync(k == self.accum - 1), self.autocast:
+                loss = self.wrapped(x, y) / self.accum
+                loss.backward()
+            loss_sum += loss.detach()
+        clip = self.recipe.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over eval_batches fixed global batches of the validation split."""
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        for b in range(self.recipe.train.eval_batches):
+            for _, x, y in self.micro_batches("val", b):
+                with self.autocast:
+                    total += self.wrapped(x, y).float()
+        self.model.train()
+        return self.global_mean(total) / (self.recipe.train.eval_batches * self.accum)
+
+    def global_mean(self, value: torch.Tensor) -> float:
+        value = value.detach().float().clone()
+        dist.all_reduce(value)
+        return value.item() / self.world
+
+    def agree(self, flag: bool) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return t.item() > 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        r, t = self.recipe, self.recipe.train
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if (self.run_dir / DIVERGED).exists():
+            raise Divergence((self.run_dir / DIVERGED).read_text().strip())
+        meta = self.ckpt.load_latest(self.model, optimizer_parts(self.optimizer))
+        start = meta["step"] if meta else 0
+        if meta and meta.get("plan_hash") != self.plan["hash"]:
+            print(f"note: checkpoint plan {meta.get('plan_hash')} != current plan {self.plan['hash']} "
+                  "(resumed with --force)", file=sys.stderr)
+        log = MetricsLog(self.run_dir, self.rank == 0, t.steps, r.logging,
+                         wandb_id=(self.run_dir / "wandb_id").read_text().strip()
+                         if (self.run_dir / "wandb_id").exists() else None, config=self.plan["summary"])
+        if self.rank == 0:
+            truncate_metrics(log.path, start)
+            state = f"resumed at step {start}" if meta else "fresh"
+            log.say(f"mupctl worker: {state}; restart {restart}/{r.launch.max_restarts}; world {self.world} "
+                    f"({r.launch.strategy}, {self.device.type}, {precision(r, self.device)}); "
+                    f"{self.accum} micro-batch(es) of {self.micro} per rank; data: {self.data.describe()}")
+            with (self.run_dir / "events.jsonl").open("a") as f:
+                f.write(json.dumps({"event": "start", "state": state, "step": start, "restart": restart,
+                                    "time": time.time()}) + "\n")
+        roles = self.model.param_roles()
+        telemetry = UpdateRatio(dict(self.model.named_parameters()), roles, r.launch.strategy == "fsdp")
+        fault = int(os.environ.get("MUPCTL_FAULT_STEP", "0"))  # test-only crash hook (first attempt)
+        if start == 0 and t.eval_interval:
+            log.log({"step": 0, "val_loss": self.evaluate()})
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        last_time, last_step = time.perf_counter(), start
+        for step in range(start, t.steps):
+            done = step + 1
+            tele = t.telemetry_interval and done % t.telemetry_interval == 0
+            if tele:
+                self.model.record = {}
+                telemetry.snapshot()
+            loss, grad_norm = self.train_step(step)
+            bad |= ~torch.isfinite(loss)
+            if tele:
+                acts = {k: v.item() for k, v in self.model.record.items()}
+                self.model.record = None
+                log.log({"step": done, "act_rms": acts, "update_ratio": telemetry.ratios()})
+            is_last = done == t.steps
+            log_now = done % t.log_interval == 0 or is_last
+            ckpt_now = (r.checkpoint.interval and done % r.checkpoint.interval == 0) or is_last
+            if log_now or ckpt_now:
+                if self.agree(bool(bad)):
+                    self.diverged(done, log)
+            if log_now:
+                mean_loss = self.global_mean(loss)
+                now = time.perf_counter()
+                tps = (done - last_step) * self.tokens_per_step / (now - last_time)
+                last_time, last_step = now, done
+                log.log({"step": done, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                         "tokens": done * self.tokens_per_step, "tokens_per_s": tps,
+                         "mfu": mfu(tps, self.plan["summary"]["flops_per_token"], self.device_name, self.world),
+                         "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
+                                            else grad_norm)})
+            if t.eval_interval and (done % t.eval_interval == 0 or is_last):
+                log.log({"step": done, "val_loss": self.evaluate()})
+            stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
+            if ckpt_now or (stop and r.checkpoint.interval):
+                self.save(done)
+            if fault and done == fault and restart == 0 and self.rank == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stop:
+                log.say(f"stopped by signal after step {done}; resume with: mupctl resume {self.run_dir}")
+                break
+        self.ckpt.wait()
+        log.close()
+
+    def save(self, step: int) -> None:
+        meta = {"step": step, "tokens": step * self.tokens_per_step, "data_step": step,
+                "plan_hash": self.plan["hash"], "seed": self.recipe.train.seed}
+        self.ckpt.save(step, self.model, optimizer_parts(self.optimizer), meta)
+
+    def diverged(self, step: int, log: MetricsLog) -> None:
+        msg = (f"non-finite loss by step {step}: the run diverged (no checkpoint was written from this state; "
+               f"lower optimizer.lr or check the recipe, then resume from the last checkpoint)")
+        if self.rank == 0:
+            (self.run_dir / DIVERGED).write_text(json.dumps({"step": step, "message": msg}))
+            log.say(msg)
+        raise Divergence(msg)
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mupctl.worker")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    backend = "nccl" if torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu" \
+        else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        Trainer(args.run_dir).run()
+    except Divergence as err:
+        print(f"mupctl worker: {err}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.barrier()
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

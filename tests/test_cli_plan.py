@@ -1,0 +1,142 @@
+"""CLI tests through a real subprocess: plan/validate/schema/init, errors, legacy shim."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def assert_one_line_error(res, *needles):
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    err = [line for line in res.stderr.splitlines() if not line.startswith("DeprecationWarning")]
+    assert len(err) == 1, res.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+    assert res.stdout == ""
+
+
+def test_plan_json_has_contract_fields(cli):
+    res = cli("plan", "recipes/gpt2-124m-mup.yaml", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    for key in ("recipe", "optimizer", "width_mult", "depth_mult", "roles", "multipliers", "tensors", "launch",
+                "hash", "summary"):
+        assert key in plan
+    assert set(plan["multipliers"]) == {"embedding", "output_logits", "attention_scale", "residual_branch"}
+    for role in plan["roles"].values():
+        assert {"init_std", "lr", "eps", "weight_decay"} <= set(role)
+    for t in plan["tensors"]:
+        assert {"name", "shape", "role", "init_std", "lr", "eps", "weight_decay", "optimizer"} <= set(t)
+    assert plan["launch"]["argv"][1:3] == ["-m", "torch.distributed.run"]
+    assert plan["summary"]["params"] == 124_373_760  # GPT-2 small with vocab 50304, no biases, tied
+    assert plan["width_mult"] == 3.0
+
+
+def test_plan_table_and_explain(cli):
+    res = cli("plan", "recipes/depth-mup.yaml", "--explain")
+    assert res.returncode == 0, res.stderr
+    for needle in ("hidden_out", "residual_branch", "λ^-1", "torch.distributed.run", "plan hash"):
+        assert needle in res.stdout
+
+
+def test_depth_mup_sgd_fails_at_plan_time(cli, tmp_path):
+    r = write(tmp_path, "scaling: {recipe: depth_mup}\noptimizer: {name: sgd}\n")
+    res = cli("plan", r)
+    assert_one_line_error(res, "optimizer.name", "SGD", "adamw")
+
+
+def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
+    cases = {
+        "optimizer: {lr: -1}\n": ["optimizer.lr", "> 0", "-1"],
+        "optimzer: {lr: 1}\n": ["optimzer", "did you mean 'optimizer'"],
+        "model: {d_modle: 64}\n": ["model.d_modle", "did you mean 'd_model'"],
+        "model: {d_model: 100, n_heads: 3}\n": ["model.n_heads", "divide"],
+        "scaling: {recipe: mupp}\n": ["scaling.recipe", "'mup'"],
+        "train: {global_batch: 10, micro_batch: 4}\n": ["train.global_batch", "multiple"],
+        "model: [1, 2\n": ["invalid YAML", "line"],
+        "- a\n- b\n": ["mapping"],
+    }
+    for text, needles in cases.items():
+        before = sorted(p.name for p in tmp_path.iterdir())
+        r = write(tmp_path, text)
+        for cmd in ("plan", "validate", "train"):
+            res = cli(cmd, r, cwd=tmp_path)
+            assert_one_line_error(res, *needles)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(before) | {"r.yaml"})
+
+
+def test_missing_file_and_bad_override(cli, tmp_path):
+    assert_one_line_error(cli("plan", tmp_path / "nope.yaml"), "no such recipe file")
+    assert_one_line_error(cli("plan", "recipes/tiny.yaml", "--set", "optimizer.lr"), "--set", "KEY=VALUE")
+    assert_one_line_error(cli("plan", "recipes/tiny.yaml", "--set", "optimizer.lr=0"), "optimizer.lr")
+
+
+def test_set_overrides_are_yaml_typed(cli):
+    res = cli("plan", "recipes/tiny.yaml", "--json", "--set", "model.d_model=256", "--set",
+              "scaling.base.d_model=64", "--set", "model.tie_embeddings=true")
+    plan = json.loads(res.stdout)
+    assert plan["width_mult"] == 4.0 and plan["model"]["tie_embeddings"] is True
+
+
+def test_legacy_yaml_shim_warns_on_stderr_and_maps(cli):
+    res = cli("plan", "recipes/legacy-use-mup.yaml", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "DeprecationWarning" in res.stderr and "scaling.recipe: mup" in res.stderr
+    plan = json.loads(res.stdout)  # stdout stays clean JSON
+    assert plan["recipe"] == "mup" and plan["base"]["d_model"] == 256 and plan["width_mult"] == 2.0
+
+
+def test_use_mup_flag(cli, tmp_path):
+    plain = write(tmp_path, "model: {d_model: 256}\nscaling: {base: {d_model: 64}}\n", "plain.yaml")
+    res = cli("plan", plain, "--use-mup", "--json")
+    assert res.returncode == 0 and "--use-mup is deprecated" in res.stderr
+    assert json.loads(res.stdout)["recipe"] == "mup"
+    explicit_none = write(tmp_path, "scaling: {recipe: none}\n", "none.yaml")
+    assert_one_line_error(cli("plan", explicit_none, "--use-mup"), "--use-mup", "conflicts")
+    depth = write(tmp_path, "scaling: {recipe: depth_mup}\n", "depth.yaml")
+    res = cli("validate", depth, "--use-mup", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["recipe"] == "depth_mup"
+    assert "ignored" in res.stderr
+
+
+def test_legacy_yaml_conflicting_with_explicit_none(cli, tmp_path):
+    r = write(tmp_path, "use_mup: true\nscaling: {recipe: none}\n")
+    assert_one_line_error(cli("plan", r), "use_mup", "conflicts")
+
+
+def test_schema_is_json_schema(cli):
+    res = cli("schema")
+    schema = json.loads(res.stdout)
+    assert "properties" in schema and "scaling" in schema["properties"]
+
+
+@pytest.mark.parametrize("template", ["tiny", "none", "mup", "depth_mup", "muon"])
+def test_init_writes_valid_recipe(cli, tmp_path, template):
+    res = cli("init", "exp1", "--template", template, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "exp1.yaml"
+    assert "name: exp1" in out.read_text()
+    assert cli("validate", out).returncode == 0
+    again = cli("init", "exp1", "--template", template, cwd=tmp_path)
+    assert_one_line_error(again, "exists", "--force")
+
+
+def test_plan_never_imports_torch():
+    code = ("import sys; from mupctl.cli import main; sys.argv=['mupctl','plan','recipes/tiny.yaml','--json'];\n"
+            "import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try: main()\n"
+            "    except SystemExit: pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.stdout.strip() == "False False", res.stdout + res.stderr
