@@ -106,7 +106,7 @@ class TrainConfig(Section):
     seed: int = 0
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
     eval_interval: int = Field(50, ge=0, description="steps between validation passes; 0 disables")
-    eval_batches: int = Field(4, gt=0, description="micro batches per validation pass per rank")
+    eval_batches: int = Field(4, gt=0, description="global batches per validation pass (fixed val batches)")
     log_interval: int = Field(10, gt=0)
     telemetry_interval: int = Field(50, ge=0, description="steps between muP health rows; 0 disables")
 
