@@ -103,7 +103,7 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: Literal["auto", True, False] = Field("auto", description="auto: on for CUDA, off for CPU")
     activation_checkpointing: bool = False
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
     eval_interval: int = Field(50, ge=0, description="steps between validation passes; 0 disables")
     eval_batches: int = Field(4, gt=0, description="global batches per validation pass (fixed val batches)")
