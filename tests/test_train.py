@@ -1,0 +1,84 @@
+"""`mupctl train` end to end with real torchrun processes (gloo on CPU)."""
+
+import json
+
+import pytest
+
+from conftest import ROOT
+
+SMALL = ["--set", "model.seq_len=64", "--set", "train.global_batch=8", "--set", "train.micro_batch=4",
+         "--set", "train.log_interval=1", "--set", "train.eval_interval=0", "--set", "checkpoint.interval=0",
+         "--set", "train.telemetry_interval=0"]
+
+
+def rows(run_dir, key="loss"):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if key in json.loads(line)]
+
+
+def test_default_recipe_learns_real_text(cli, tmp_path):
+    """The README's first command, shortened: validation loss falls well below its start."""
+    run = tmp_path / "run"
+    res = cli("train", "--run-dir", run, "--set", "train.steps=40", "--set", "train.eval_interval=40")
+    assert res.returncode == 0, res.stdout + res.stderr
+    val = [r["val_loss"] for r in rows(run, "val_loss")]
+    assert val[0] > 5.0            # ≈ ln 256 at init
+    assert val[-1] < val[0] - 2.0  # real margin after 40 steps
+    train = rows(run)
+    assert {"step", "loss", "lr", "tokens", "tokens_per_s", "mfu", "grad_norm"} <= set(train[-1])
+    assert train[-1]["tokens"] == 40 * 16 * 256
+    # non-TTY: plain one-line-per-interval output that agents can read
+    assert "step 40  loss" in res.stdout and "mupctl worker: fresh" in res.stdout
+    for name in ("recipe.yaml", "plan.json", "metrics.jsonl", "train.log"):
+        assert (run / name).is_file()
+    assert json.loads((run / "plan.json").read_text())["launch"]["argv"][-1] == str(run)
+
+
+def losses(cli, tmp_path, name, *extra):
+    run = tmp_path / name
+    res = cli("train", "--run-dir", run, "--set", "train.steps=6", "--set", "launch.device=cpu", *SMALL, *extra)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return [r["loss"] for r in rows(run)]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_match_one_rank(cli, tmp_path, strategy):
+    """Same global batch, fp32: 2 gloo ranks (DDP or FSDP2) follow the 1-process trajectory."""
+    one = losses(cli, tmp_path, "one", "--set", f"launch.strategy={strategy}")
+    two = losses(cli, tmp_path, "two", "--set", f"launch.strategy={strategy}", "--nproc-per-node", "2")
+    assert len(one) == len(two) == 6
+    assert two == pytest.approx(one, rel=2e-5, abs=1e-6)
+    assert one[-1] < one[0]
+
+
+def test_two_ranks_muon(cli, tmp_path):
+    extra = ["--set", "optimizer.name=muon", "--set", "scaling.recipe=mup"]
+    one = losses(cli, tmp_path, "one", *extra)
+    two = losses(cli, tmp_path, "two", *extra, "--nproc-per-node", "2")
+    assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
+
+
+def test_bad_data_path_exits_2_before_launch(cli, tmp_path):
+    res = cli("train", "--set", "data.source=bin", "--set", f"data.path={tmp_path / 'missing'}",
+              "--set", f"run.root={tmp_path / 'runs'}")
+    assert res.returncode == 2 and "data.path" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_dir_of_an_existing_run_is_refused(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plan.json").write_text("{}")
+    res = cli("train", "--run-dir", run)
+    assert res.returncode == 2 and "mupctl resume" in res.stderr
+
+
+def test_default_run_dir_is_named_and_contained(cli, tmp_path):
+    res = cli("train", "--set", "name=../../escape", "--set", f"run.root={tmp_path}")
+    assert res.returncode == 2 and "name" in res.stderr
+
+
+def test_tiny_recipe_is_the_embedded_default(cli):
+    a = json.loads(cli("plan", "--json").stdout)
+    b = json.loads(cli("plan", ROOT / "recipes" / "tiny.yaml", "--json").stdout)
+    assert a["hash"] == b["hash"]
