@@ -131,6 +131,84 @@ def data_prepare(inputs: List[Path] = typer.Argument(..., help="text files or di
         print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens ({meta['dtype']})")
 
 
+def _sizes(widths: Optional[str], depths: Optional[str]):
+    from mupctl.diagnostics.coord_cli import parse_list
+    return (parse_list(widths, int, "--widths") if widths else None,
+            parse_list(depths, int, "--depths") if depths else None)
+
+
+@app.command("coord-check")
+def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str] = SetOpt,
+                widths: Optional[str] = typer.Option(None, "--widths", help="e.g. 128,256,512,1024"),
+                depths: Optional[str] = typer.Option(None, "--depths", help="e.g. 2,4,8,16"),
+                steps: int = typer.Option(5, "--steps"), batch: int = typer.Option(8, "--batch"),
+                seq_len: Optional[int] = typer.Option(None, "--seq-len", help="default: model.seq_len"),
+                threshold: float = typer.Option(0.1, "--threshold", help="max |log-log slope| to pass"),
+                seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
+                as_json: bool = JsonOpt):
+    """Activation RMS per role across widths or depths (PNG + JSON); exit 1 when not flat."""
+    from mupctl.diagnostics.coord_cli import run_coord_check
+    w, d = _sizes(widths, depths)
+    summary = run_coord_check(recipe, set_, w, d, steps, batch, seq_len, out, threshold=threshold, seed=seed)
+    if as_json:
+        emit_json(summary)
+    else:
+        worst = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
+                          for k, v in summary["max_abs_slope"].items())
+        print(f"coord-check {'PASS' if summary['pass'] else 'FAIL'} (|slope| <= {threshold}): {worst}; "
+              f"{summary['png']}")
+    if not summary["pass"]:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str] = SetOpt,
+          widths: Optional[str] = typer.Option(None, "--widths"), depths: Optional[str] = typer.Option(None, "--depths"),
+          lrs: str = typer.Option(..., "--lrs", help="e.g. 1e-3,3e-3,1e-2"), steps: int = typer.Option(..., "--steps"),
+          seeds: int = typer.Option(1, "--seeds"), out: Path = typer.Option(..., "--out"),
+          parallel: Optional[int] = typer.Option(None, "--parallel", help="cells at a time (default: one per GPU)"),
+          gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1"),
+          lr_key: Optional[str] = typer.Option(None, "--lr-key", help="default optimizer.lr (muon: "
+                                                                      "optimizer.muon.lr)"),
+          emit_recipe: Optional[Path] = typer.Option(None, "--emit-recipe", help="write the tuned target recipe"),
+          target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
+          force: bool = typer.Option(False, "--force", help="overwrite --emit-recipe"), as_json: bool = JsonOpt):
+    """LR sweep across widths or depths: optimum per size, its shift in octaves, plot and report."""
+    from mupctl.diagnostics.coord_cli import parse_list
+    from mupctl.diagnostics.sweep import run_sweep
+    w, d = _sizes(widths, depths)
+    report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,
+                       gpus=parse_list(gpus, int, "--gpus") if gpus else None, lr_key=lr_key)
+    tuned = _emit(out, target, emit_recipe, force) if emit_recipe else None
+    if as_json:
+        emit_json(report if tuned is None else report | {"emitted": tuned})
+    else:
+        shift = report["shift_octaves"]
+        shown = f"{shift:.2f} octaves" if shift is not None else "n/a (no finite optimum)"
+        print(f"sweep: optimum shift {shown}; {out / 'sweep.md'}")
+
+
+@app.command()
+def tune(sweep_dir: Path = typer.Argument(..., help="a sweep --out directory"),
+         target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
+         out: Path = typer.Option(..., "--out", help="target recipe path"),
+         force: bool = typer.Option(False, "--force"), as_json: bool = JsonOpt):
+    """Tune small, launch big: write the target recipe with the sweep's measured optimum LR."""
+    tuned = _emit(sweep_dir, target, out, force)
+    if as_json:
+        emit_json(tuned)
+
+
+def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool) -> dict:
+    from mupctl.diagnostics.tune import emit_recipe
+    tuned = emit_recipe(sweep_dir, target, out, force)
+    for w in tuned["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {tuned['path']}: {tuned['lr_key']} = {tuned['lr']:.3g} (measured at size "
+          f"{tuned['reference_size']}); check it with `mupctl plan {tuned['path']}`", file=sys.stderr)
+    return tuned
+
+
 def main() -> None:
     """Entry point: click handles usage errors (exit 2); ours become one line on stderr."""
     try:

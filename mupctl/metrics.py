@@ -4,6 +4,7 @@ Row kinds in metrics.jsonl (one JSON object per line):
 - train:     step, loss, lr, tokens, tokens_per_s, mfu, grad_norm
 - val:       step, val_loss
 - telemetry: step, act_rms {key: rms}, update_ratio {role: rms(ΔW)/rms(W)}
+- checkpoint: step, checkpoint_blocked_s (seconds the training loop waited for the save)
 `step` counts completed optimizer steps. On resume the rows after the checkpoint's step are
 dropped first, so the file reads as if the run had never stopped.
 """
@@ -30,7 +31,8 @@ def truncate_metrics(path: Path, keep_through_step: int) -> None:
 def _fmt(row: dict) -> str:
     parts = [f"step {row['step']}"]
     for key, fmt in (("loss", "{:.4f}"), ("val_loss", "{:.4f}"), ("lr", "{:.2e}"), ("grad_norm", "{:.3f}"),
-                     ("tokens_per_s", "{:,.0f}"), ("mfu", "{:.1%}")):
+                     ("tokens_per_s", "{:,.0f}"), ("mfu", "{:.1%}"),
+                     ("checkpoint_blocked_s", "{:.2f}s")):
         if row.get(key) is not None:
             parts.append(f"{key} " + fmt.format(row[key]))
     if "act_rms" in row:

@@ -143,6 +143,8 @@ class Trainer:
             loss_sum += loss.detach()
         clip = self.recipe.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, grad_norm
@@ -206,7 +208,7 @@ class Trainer:
                 self.model.record = {}
                 telemetry.snapshot()
             loss, grad_norm = self.train_step(step)
-            bad |= ~torch.isfinite(loss)
+            bad |= ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
             if tele:
                 acts = {k: v.item() for k, v in self.model.record.items()}
                 self.model.record = None
@@ -215,6 +217,8 @@ class Trainer:
             log_now = done % t.log_interval == 0 or is_last
             ckpt_now = (r.checkpoint.interval and done % r.checkpoint.interval == 0) or is_last
             if log_now or ckpt_now:
+                if ckpt_now:
+                    bad |= ~self.params_finite()
                 if self.agree(bool(bad)):
                     self.diverged(done, log)
             if log_now:
@@ -225,13 +229,12 @@ class Trainer:
                 log.log({"step": done, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                          "tokens": done * self.tokens_per_step, "tokens_per_s": tps,
                          "mfu": mfu(tps, self.plan["summary"]["flops_per_token"], self.device_name, self.world),
-                         "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
-                                            else grad_norm)})
+                         "grad_norm": grad_norm.item()})
             if t.eval_interval and (done % t.eval_interval == 0 or is_last):
                 log.log({"step": done, "val_loss": self.evaluate()})
             stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
             if ckpt_now or (stop and r.checkpoint.interval):
-                self.save(done)
+                log.log({"step": done, "checkpoint_blocked_s": self.save(done)})
             if fault and done == fault and restart == 0 and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:
@@ -240,10 +243,17 @@ class Trainer:
         self.ckpt.wait()
         log.close()
 
-    def save(self, step: int) -> None:
+    def params_finite(self) -> torch.Tensor:
+        """One device bool: every (local shard of every) parameter is finite."""
+        flags = [torch.isfinite(p.detach().to_local() if hasattr(p, "to_local") else p.detach()).all()
+                 for p in self.model.parameters()]
+        return torch.stack(flags).all()
+
+    def save(self, step: int) -> float:
+        """Checkpoint after `step`; returns the seconds training was blocked."""
         meta = {"step": step, "tokens": step * self.tokens_per_step, "data_step": step,
                 "plan_hash": self.plan["hash"], "seed": self.recipe.train.seed}
-        self.ckpt.save(step, self.model, optimizer_parts(self.optimizer), meta)
+        return self.ckpt.save(step, self.model, optimizer_parts(self.optimizer), meta)
 
     def diverged(self, step: int, log: MetricsLog) -> None:
         msg = (f"non-finite loss by step {step}: the run diverged (no checkpoint was written from this state; "
@@ -259,9 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mupctl.worker")
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    backend = "nccl" if torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu" \
-        else "gloo"
-    dist.init_process_group(backend=backend)
+    if torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu":
+        dist.init_process_group(backend="nccl", device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+    else:
+        dist.init_process_group(backend="gloo")
     try:
         Trainer(args.run_dir).run()
     except Divergence as err:

@@ -1,0 +1,154 @@
+"""`mupctl coord-check`: the coordinate check of a recipe across widths or depths, as files.
+
+Also the helpers that `mupctl sweep` shares: list parsing, the size axis, the per-size overrides
+and strict JSON output.
+
+Sizes. Width w: `model.d_model = w`, `model.n_heads = w / d_head` (the recipe's head size kept);
+an explicit `model.d_ff` or `model.n_kv_heads` grows in proportion. Depth L: `model.n_layers = L`.
+`scaling.base` is pinned to the recipe's resolved base shape, so m = w / base.d_model and
+λ = L / base.n_layers (an unset base field would otherwise follow each size and give m = λ = 1).
+
+Verdict: per judged role, max over steps t ≥ 2 of |d log2 rms / d log2 size| ≤ threshold. Across
+depth only `residual` and `logits_centered` are judged: under depth_mup the branch outputs
+(`attn_out`, `mlp_out`) carry the 1/λ multiplier and shrink with depth by design.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from mupctl.errors import UserError
+from mupctl.plan import build_plan
+from mupctl.recipe import load_recipe
+from mupctl.scaling.compiler import resolved_base
+
+AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
+DEPTH_ROLES = ["residual", "logits_centered"]
+DEPTH_NOTE = ("across depth only residual and logits_centered are judged: under depth_mup the branch "
+              "outputs (attn_out, mlp_out) carry the 1/L multiplier and shrink with depth by design")
+FROM_STEP = 2
+
+
+# -- shared by the diagnostics commands -----------------------------------------------------------
+
+def parse_list(text: str, kind: type, field: str) -> list:
+    """"128,256,512" → [128, 256, 512] (kind=int); "1e-3,3e-3" → [0.001, 0.003] (kind=float)."""
+    try:
+        values = [kind(item.strip()) for item in text.split(",")]
+    except ValueError:
+        values = None
+    if not values or any(not math.isfinite(v) for v in values):
+        example = "128,256,512" if kind is int else "1e-3,3e-3,1e-2"
+        raise UserError(f"expected a comma-separated list of {kind.__name__}s such as {example}, got {text!r}",
+                        field)
+    return values
+
+
+def choose_axis(widths: list[int] | None, depths: list[int] | None) -> tuple[str, list[int]]:
+    """Exactly one of widths/depths, ≥ 2 distinct positive sizes → (axis, ascending sizes)."""
+    if (widths is None) == (depths is None):
+        raise UserError("give exactly one of --widths and --depths", "--widths")
+    axis = "width" if widths is not None else "depth"
+    sizes = widths if widths is not None else depths
+    if any(s <= 0 for s in sizes) or len(set(sizes)) < 2:
+        raise UserError(f"needs at least two distinct positive sizes, got {sizes}", AXIS_FLAG[axis])
+    return axis, sorted(set(sizes))
+
+
+def pinned_base(recipe) -> list[str]:
+    """Overrides that write the recipe's resolved base shape (d_model, n_layers, d_head) explicitly."""
+    return [f"scaling.base.{k}={v}" for k, v in resolved_base(recipe).items()]
+
+
+def size_overrides(recipe, axis: str, size: int, field: str | None = None) -> list[str]:
+    """The overrides that give `recipe` the size `size` on `axis` (module docstring); a width that
+    does not keep the head size whole is a `UserError` naming `field` (default the axis flag)."""
+    if axis == "depth":
+        return [f"model.n_layers={size}"]
+    m = recipe.model
+    d_head = m.d_model // m.n_heads
+    heads = size // d_head
+    kv, ff = m.n_kv_heads, m.d_ff
+    if size % d_head or (kv and heads * kv % m.n_heads) or (ff and ff * size % m.d_model):
+        raise UserError(f"width {size} must be a multiple of the head size {d_head} (and keep the recipe's "
+                        "n_kv_heads and d_ff ratios whole)", field or AXIS_FLAG[axis])
+    out = [f"model.d_model={size}", f"model.n_heads={heads}"]
+    if kv:
+        out.append(f"model.n_kv_heads={heads * kv // m.n_heads}")
+    if ff:
+        out.append(f"model.d_ff={ff * size // m.d_model}")
+    return out
+
+
+def sized_overrides(recipe_path, overrides: list[str], axis: str, sizes: list[int]) -> dict[int, list[str]]:
+    """size → the full override list for that size (user overrides, pinned base, size)."""
+    recipe = load_recipe(recipe_path, overrides)
+    common = list(overrides) + pinned_base(recipe)
+    return {s: common + size_overrides(recipe, axis, s) for s in sizes}
+
+
+def finite_json(obj):
+    """A copy with non-finite floats as None: strict JSON (NaN/Infinity are not JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None, depths: list[int] | None,
+                    steps: int, batch: int, seq_len: int | None, out_dir, threshold: float = 0.1,
+                    seed: int = 0) -> dict:
+    """Run the coordinate check in process; write `coord_check.json` and `coord_check.png` to out_dir;
+    return the summary: {"axis", "sizes", "pass", "threshold", "from_step", "judged_roles",
+    "max_abs_slope" {role: …}, "note", "json", "png"} (non-finite numbers as null)."""
+    from mupctl.diagnostics.coord_check import coord_check, summarize
+    from mupctl.diagnostics.plots import plot_coord_check, require_matplotlib
+
+    axis, sizes = choose_axis(widths, depths)
+    if steps < FROM_STEP:
+        raise UserError(f"must be >= {FROM_STEP} (slopes are judged from step {FROM_STEP} on), got {steps}",
+                        "--steps")
+    if batch <= 0:
+        raise UserError(f"must be > 0, got {batch}", "--batch")
+    if threshold <= 0:
+        raise UserError(f"must be > 0, got {threshold}", "--threshold")
+    require_matplotlib()
+    per_size = sized_overrides(recipe_path, overrides, axis, sizes)
+    recipes = {s: load_recipe(recipe_path, o) for s, o in per_size.items()}
+    plans = {s: build_plan(r) for s, r in recipes.items()}
+    first = recipes[sizes[0]]
+    seq_len = first.model.seq_len if seq_len is None else seq_len
+    if not 0 < seq_len <= first.model.seq_len:
+        raise UserError(f"must be in 1..model.seq_len ({first.model.seq_len}), got {seq_len}", "--seq-len")
+    if first.model.vocab_size < 256:
+        raise UserError(f"the check runs on the embedded corpus as bytes and needs >= 256, got "
+                        f"{first.model.vocab_size}", "model.vocab_size")
+
+    result = coord_check(plans.__getitem__, sizes, steps, batch, seq_len, seed)
+    roles = DEPTH_ROLES if axis == "depth" else sorted(result["slopes"])
+    verdict = summarize(result, threshold, FROM_STEP, roles)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"axis": axis, "sizes": sizes, "judged_roles": roles, **verdict,
+               "note": DEPTH_NOTE if axis == "depth" else "across width every recorded role is judged",
+               "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
+    report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "optimizer": first.optimizer.name,
+              "base": resolved_base(first), "overrides": list(overrides), "batch": batch, "seq_len": seq_len,
+              "seed": seed, **result, "summary": summary}
+    write_json(out / "coord_check.json", report)
+    plot_coord_check(report, out / "coord_check.png")
+    return finite_json(summary)

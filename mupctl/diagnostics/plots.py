@@ -1,0 +1,92 @@
+"""PNG plots of the diagnostics reports (matplotlib, Agg backend, imported lazily)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+from mupctl.errors import UserError
+
+ROLE_ORDER = ["embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered"]
+
+
+def require_matplotlib() -> None:
+    """Fail before anything runs when the plots cannot be drawn."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("the diagnostics draw PNG plots with matplotlib: pip install 'mupctl[plot]'", "--out")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _positive(values) -> list[float]:
+    """Log axes cannot show 0, ∞ or NaN: those become gaps."""
+    return [v if v is not None and math.isfinite(v) and v > 0 else math.nan for v in values]
+
+
+def plot_coord_check(report: dict, path: Path) -> None:
+    """One panel per role: RMS vs size (log2 x, log y), one line per step t colored by t, the
+    fitted slope at the last step in the title (μP papers' coordinate-check figure)."""
+    plt = _pyplot()
+    summary, steps, sizes = report["summary"], report["steps"], report["sizes"]
+    roles = [r for r in ROLE_ORDER if r in report["rms"]] + sorted(set(report["rms"]) - set(ROLE_ORDER))
+    cols = 3
+    rows = math.ceil(len(roles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols + 1, 3.4 * rows), squeeze=False, layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    for ax, role in zip(axes.flat, roles):
+        for t in range(steps + 1):
+            ax.plot(sizes, _positive([series[t] for series in report["rms"][role]]), marker="o", ms=3,
+                    color=cmap(t / max(steps, 1)), label=f"t={t}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        judged = "" if role in summary["judged_roles"] else " (not judged)"
+        ax.set_title(f"{role}{judged}\nslope at t={steps}: {report['slopes'][role][steps]:+.2f}", fontsize=9)
+        ax.set_xlabel(summary["axis"])
+        ax.set_ylabel("RMS")
+    for ax in list(axes.flat)[len(roles):]:
+        ax.axis("off")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, steps)), ax=axes, label="step t",
+                 shrink=0.8)
+    verdict = "PASS" if summary["pass"] else "FAIL"
+    fig.suptitle(f"{report['name']} ({report['scaling_recipe']}, {report['optimizer']}): coordinate check over "
+                 f"{summary['axis']} — {verdict} (max |slope| from step {summary['from_step']} "
+                 f"≤ {summary['threshold']:g})", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(report: dict, path: Path) -> None:
+    """Mean val loss vs LR (log2 x), one curve per size colored by size, a star at each size's
+    optimum; diverged LRs are gaps in the curve, marked × on the top edge. The optimum shift across
+    sizes is in the title."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("viridis")
+    curves = report["curves"]
+    for i, curve in enumerate(curves):
+        color = cmap(i / max(len(curves) - 1, 1))
+        ax.plot(report["lrs"], [math.nan if v is None else v for v in curve["val_loss"]], marker="o", ms=4,
+                color=color, label=f"{report['axis']} {curve['size']}")
+        diverged = [lr for lr, v in zip(report["lrs"], curve["val_loss"]) if v is None]
+        ax.plot(diverged, [0.97] * len(diverged), "x", color=color, transform=ax.get_xaxis_transform())
+        opt = curve["optimum"]
+        if opt["lr"] is not None:
+            ax.plot([opt["lr"]], [opt["loss"]], marker="*", ms=14, color=color, markeredgecolor="black")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(report["lrs"]) / 1.5, max(report["lrs"]) * 1.5)
+    ax.set_xlabel(f"{report['lr_key']} (× on top: diverged)")
+    ax.set_ylabel(f"val loss after {report['steps']} steps (mean of {report['seeds']} seed(s))")
+    shift = report["shift_octaves"]
+    ax.set_title(f"{report['name']} ({report['scaling_recipe']}): LR sweep over {report['axis']} — optimum "
+                 f"shift {'n/a' if shift is None else f'{shift:.2f} octaves'}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

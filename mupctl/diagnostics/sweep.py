@@ -1,0 +1,319 @@
+"""`mupctl sweep`: the LR-transfer sweep, size × LR × seed, each cell a real `mupctl train` run.
+
+Cell (size s, LR η, seed k) = `mupctl train RECIPE --set … --run-dir OUT/cells/<id>` with the size
+overrides of `coord_cli.size_overrides` (base pinned), `<lr_key>=η`, `train.seed=seed0+k`,
+`train.steps=N`, `checkpoint.interval=0` (unless the user's `--set` says otherwise) and
+`train.eval_interval=N` when the recipe disables validation. `lr_key` is `optimizer.lr`, or
+`optimizer.muon.lr` for muon recipes (the Muon LR of the hidden matrices).
+
+Per cell: final train loss = mean of the last ⌈10 %⌉ of the logged train losses; final val loss =
+the val row at step N. Per size and LR: the mean over seeds of the val loss (∞ if any seed
+diverged). Optimum per size (`fit_optimum`): the best grid LR, refined by the parabola in log2 η
+through it and its two neighbours. `shift_octaves` = max − min of log2 η* over sizes; under μP it
+stays near 0, under SP it moves about −1 per width doubling (Tensor Programs V).
+
+Resumable: a finished cell (train and val rows at step N) or a diverged one (DIVERGED.json) is
+skipped, an unfinished one is continued with `mupctl resume`, a missing one is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mupctl.diagnostics.coord_cli import choose_axis, finite_json, sized_overrides, write_json
+from mupctl.errors import RunFailure, UserError
+from mupctl.launch.launcher import changed_fields, preflight
+from mupctl.plan import build_plan
+from mupctl.recipe import load_recipe
+from mupctl.scaling.compiler import resolved_base
+
+POLL_S = 0.2
+
+
+# -- pure math ------------------------------------------------------------------------------------
+
+def fit_optimum(lrs: list[float], losses: list[float]) -> dict:
+    """Optimum of one loss-vs-LR curve (lrs ascending; ∞ = diverged). i = argmin of the grid; with
+    finite neighbours i±1, fit y = a·x² + b·x + c through the three points, x = log2 η; when a > 0 and
+    the vertex x* = −b/2a lies in [x_{i−1}, x_{i+1}] the optimum is η* = 2^x*, loss = y(x*) ("parabola"),
+    else the grid point ("grid"). A best point at either end of the grid is reported with at_edge."""
+    xs = [math.log2(lr) for lr in lrs]
+    finite = [i for i, y in enumerate(losses) if math.isfinite(y)]
+    if not finite:
+        return {"lr": None, "log2_lr": None, "loss": None, "at_edge": False, "fit": "none"}
+    i = min(finite, key=losses.__getitem__)
+    grid = {"lr": lrs[i], "log2_lr": xs[i], "loss": losses[i], "at_edge": i in (0, len(lrs) - 1), "fit": "grid"}
+    if grid["at_edge"] or not all(math.isfinite(y) for y in losses[i - 1:i + 2]):
+        return grid
+    a, b, c = np.polyfit(xs[i - 1:i + 2], losses[i - 1:i + 2], 2)
+    vertex = -b / (2 * a) if a > 0 else math.nan
+    if not xs[i - 1] <= vertex <= xs[i + 1]:
+        return grid
+    return {"lr": 2.0 ** vertex, "log2_lr": float(vertex), "loss": float(a * vertex ** 2 + b * vertex + c),
+            "at_edge": False, "fit": "parabola"}
+
+
+def wider_is_better(sizes: list[int], lrs: list[float], curves: list[list[float]], optima: list[float]) -> dict:
+    """At each grid LR within ±1 octave of the optima (log2 η in [min x* − 1, max x* + 1]), is the
+    loss strictly lower for every larger size? curves[i][j] = loss of sizes[i] (ascending) at lrs[j]."""
+    if not optima:
+        return {"ok": None, "by_lr": []}
+    lo, hi = min(optima) - 1, max(optima) + 1
+    columns = [(lr, [curve[j] for curve in curves]) for j, lr in enumerate(lrs) if lo <= math.log2(lr) <= hi]
+    by_lr = [{"lr": lr, "ok": all(map(math.isfinite, col)) and all(b < a for a, b in zip(col, col[1:]))}
+             for lr, col in columns]
+    return {"ok": all(row["ok"] for row in by_lr), "by_lr": by_lr}
+
+
+# -- cells ----------------------------------------------------------------------------------------
+
+def cell_id(axis: str, size: int, lr: float, seed: int) -> str:
+    return f"{axis[0]}{size}-lr{lr:g}-s{seed}"
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def cell_state(run_dir: Path, steps: int) -> str:
+    """"diverged" (DIVERGED.json), "done" (train and val rows at the final step), "partial" (a run
+    directory, unfinished) or "new"."""
+    if (run_dir / "DIVERGED.json").exists():
+        return "diverged"
+    rows = read_rows(run_dir)
+    if any(r.get("step") == steps and "loss" in r for r in rows) and \
+            any(r.get("step") == steps and "val_loss" in r for r in rows):
+        return "done"
+    return "partial" if (run_dir / "plan.json").exists() else "new"
+
+
+def cell_losses(run_dir: Path, steps: int) -> tuple[float, float]:
+    """(final train loss, final val loss); ∞ when the run did not finish (diverged, failed)."""
+    rows = read_rows(run_dir)
+    train = [r["loss"] for r in rows if "loss" in r]
+    val = [r["val_loss"] for r in rows if "val_loss" in r and r.get("step") == steps]
+    if not train or not val:
+        return math.inf, math.inf
+    tail = train[-math.ceil(len(train) / 10):]
+    mean = sum(tail) / len(tail)
+    return (mean if math.isfinite(mean) else math.inf), (val[-1] if math.isfinite(val[-1]) else math.inf)
+
+
+def plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out: Path) -> tuple[list, object]:
+    """Every cell with its overrides, validated (recipe + plan) before anything runs; refuses a cell
+    directory that holds a run with different settings. `proxy`: the recipe with `overrides`.
+    Returns (cells, the first cell's recipe)."""
+    fixed = [] if any(o.startswith("checkpoint.interval=") for o in overrides) else ["checkpoint.interval=0"]
+    if not proxy.train.eval_interval:
+        fixed.append(f"train.eval_interval={steps}")
+    cells, first = [], None
+    for size, sized in sized_overrides(recipe_path, overrides, axis, sizes).items():
+        for lr in lrs:
+            for k in range(seeds):
+                seed = proxy.train.seed + k
+                cell_overrides = fixed + sized + [f"{lr_key}={lr!r}", f"train.seed={seed}", f"train.steps={steps}"]
+                recipe = load_recipe(recipe_path, cell_overrides)
+                build_plan(recipe)
+                first = first or recipe
+                run_dir = out / "cells" / cell_id(axis, size, lr, seed)
+                check_cell_dir(run_dir, recipe)
+                cells.append({"id": run_dir.name, "size": size, "lr": lr, "seed": seed, "dir": str(run_dir),
+                              "overrides": cell_overrides})
+    return cells, first
+
+
+def check_cell_dir(run_dir: Path, recipe) -> None:
+    if not (run_dir / "recipe.yaml").exists():
+        return
+    changes = changed_fields(load_recipe(run_dir / "recipe.yaml").model_dump(mode="json"),
+                             recipe.model_dump(mode="json"))
+    if changes:
+        field, old, new = changes[0]
+        raise UserError(f"{run_dir} holds a run with {field}={old!r} but this sweep asks for {new!r}; use "
+                        "another --out or the same settings", "--out")
+
+
+def cell_argv(recipe_path, cell: dict, resume: bool) -> list[str]:
+    if resume:
+        return [sys.executable, "-m", "mupctl", "resume", cell["dir"]]
+    sets = [arg for o in cell["overrides"] for arg in ("--set", o)]
+    recipe = [] if recipe_path is None else [str(recipe_path)]
+    return [sys.executable, "-m", "mupctl", "train", *recipe, *sets, "--run-dir", cell["dir"]]
+
+
+# -- scheduling -----------------------------------------------------------------------------------
+
+def gpu_groups(recipe, gpus: list[int] | None) -> list[list[str]]:
+    """CUDA_VISIBLE_DEVICES values per slot group: `gpus` as given, else the visible devices (the
+    parent's CUDA_VISIBLE_DEVICES entries, or 0..count−1); one group = launch.nproc_per_node GPUs.
+    [] when the recipe runs on CPU or no GPU is visible."""
+    if recipe.launch.device == "cpu":
+        return []
+    if gpus is None:
+        import torch
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",")[:torch.cuda.device_count()] if visible else \
+            [str(i) for i in range(torch.cuda.device_count())]
+    else:
+        ids = [str(g) for g in gpus]
+    n = recipe.launch.nproc_per_node
+    if ids and len(ids) < n:
+        raise UserError(f"each cell needs launch.nproc_per_node = {n} GPUs, only {len(ids)} given", "--gpus")
+    return [ids[i:i + n] for i in range(0, len(ids) - n + 1, n)]
+
+
+def slot_env(slot: int, groups: list[list[str]], parallel: int) -> dict:
+    """The child's environment: its GPU group (slot mod #groups, so parallel > #groups packs cells
+    per GPU); on CPU, the cores split between the running cells unless OMP_NUM_THREADS is set."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if groups:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot % len(groups)])
+    elif "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
+    """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"] and job["seconds"]. Output goes
+    to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM (a clean stop)."""
+    pending, running = list(jobs), {}
+    old_term = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        while pending or running:
+            for slot in range(parallel):
+                if slot not in running and pending:
+                    job = pending.pop(0)
+                    Path(job["dir"]).mkdir(parents=True, exist_ok=True)
+                    with open(Path(job["dir"]) / "sweep.log", "a") as log:
+                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT,
+                                                env=slot_env(slot, groups, parallel))
+                    running[slot] = (job, proc, time.perf_counter())
+            for slot, (job, proc, t0) in list(running.items()):
+                if proc.poll() is not None:
+                    job["rc"], job["seconds"] = proc.returncode, round(time.perf_counter() - t0, 2)
+                    del running[slot]
+                    note(f"{job['id']}: exit {job['rc']} after {job['seconds']} s")
+            time.sleep(POLL_S)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        for _, proc, _ in running.values():
+            proc.terminate()
+        for _, proc, _ in running.values():
+            proc.wait()
+
+
+def note(message: str) -> None:
+    """Progress for people and agents on stderr (stdout stays clean for --json)."""
+    print(f"mupctl sweep: {message}", file=sys.stderr, flush=True)
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> dict:
+    """Per-size curves (mean over seeds), optima, shift and the wider-is-better check."""
+    curves = []
+    for size in sizes:
+        by_lr = [[c for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
+        val = [sum(c["final_val_loss"] for c in group) / len(group) for group in by_lr]
+        train = [sum(c["final_train_loss"] for c in group) / len(group) for group in by_lr]
+        curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
+    optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None]
+    return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
+            "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
+            "reference_size": sizes[-1]}
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    """sweep.md: mean val loss per size × LR (best in bold, — = diverged), optima, shift, wider-is-better."""
+    lrs = report["lrs"]
+    lines = [f"# LR sweep: {report['name']} ({report['scaling_recipe']}, {report['optimizer']}) over "
+             f"{report['axis']}", "",
+             f"{report['steps']} steps, {report['seeds']} seed(s); mean val loss after the last step; "
+             f"LR key `{report['lr_key']}`.", "",
+             "| " + " | ".join([report["axis"], *(f"{lr:g}" for lr in lrs), "optimum η*", "log2 η*", "fit"]) + " |",
+             "|" + " --- |" * (len(lrs) + 4)]
+    for curve in report["curves"]:
+        opt = curve["optimum"]
+        best = min((v for v in curve["val_loss"] if v is not None), default=None)
+        cells = ["—" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in curve["val_loss"]]
+        where = "—" if opt["lr"] is None else f"{opt['lr']:.3g}" + (" (grid edge)" if opt["at_edge"] else "")
+        log2 = "—" if opt["log2_lr"] is None else f"{opt['log2_lr']:.2f}"
+        lines.append("| " + " | ".join([str(curve["size"]), *cells, where, log2, opt["fit"]]) + " |")
+    shift, wib = report["shift_octaves"], report["wider_is_better"]
+    checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
+    lines += ["", f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
+              f"- wider is better at every LR within ±1 octave of the optima: {wib['ok']} "
+              f"({checked})",
+              f"- cells: {report['counts']}", ""]
+    path.write_text("\n".join(lines))
+
+
+def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depths: list[int] | None,
+              lrs: list[float], steps: int, seeds: int, out_dir, parallel: int | None = None,
+              gpus: list[int] | None = None, lr_key: str | None = None) -> dict:
+    """Run (or continue) the sweep; write sweep.json, sweep.md, sweep.png in out_dir and return the
+    report. parallel: cells at a time (default: one per GPU group, 1 on CPU). Raises RunFailure after
+    writing the report when cells failed other than by divergence (rerun the command to retry them)."""
+    from mupctl.diagnostics.plots import plot_sweep, require_matplotlib
+
+    axis, sizes = choose_axis(widths, depths)
+    if len(lrs) < 2 or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs):
+        raise UserError(f"needs at least two distinct LRs > 0, got {lrs}", "--lrs")
+    for value, flag in ((steps, "--steps"), (seeds, "--seeds")):
+        if value <= 0:
+            raise UserError(f"must be > 0, got {value}", flag)
+    if parallel is not None and parallel <= 0:
+        raise UserError(f"must be > 0, got {parallel}", "--parallel")
+    require_matplotlib()
+    lrs, out = sorted(lrs), Path(out_dir).resolve()
+    proxy = load_recipe(recipe_path, overrides)
+    lr_key = lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
+    cells, first = plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out)
+    groups = gpu_groups(first, gpus)
+    preflight(first)
+    parallel = parallel or max(1, len(groups))
+
+    for cell in cells:
+        cell["action"] = {"new": "launched", "partial": "resumed"}.get(cell_state(Path(cell["dir"]), steps), "skipped")
+    jobs = [c | {"argv": cell_argv(recipe_path, c, c["action"] == "resumed")}
+            for c in cells if c["action"] != "skipped"]
+    note(f"{len(cells)} cells ({len(sizes)} sizes × {len(lrs)} LRs × {seeds} seeds): {len(jobs)} to run, "
+         f"{len(cells) - len(jobs)} finished or diverged before; {parallel} at a time"
+         + (f" on GPUs {groups}" if groups else ""))
+    run_jobs(jobs, parallel, groups)
+    timing = {j["id"]: j for j in jobs}
+    for cell in cells:
+        run_dir = Path(cell["dir"])
+        state = cell_state(run_dir, steps)
+        cell["status"] = state if state in ("done", "diverged") else "failed"
+        cell["final_train_loss"], cell["final_val_loss"] = cell_losses(run_dir, steps)
+        cell["seconds"] = timing.get(cell["id"], {}).get("seconds")
+
+    counts = {k: sum(c["action"] == k for c in cells) for k in ("launched", "resumed", "skipped")} | \
+        {k: sum(c["status"] == k for c in cells) for k in ("done", "diverged", "failed")}
+    report = {"name": proxy.name, "scaling_recipe": proxy.scaling.recipe, "optimizer": proxy.optimizer.name,
+              "recipe_path": None if recipe_path is None else str(Path(recipe_path).resolve()),
+              "overrides": list(overrides), "proxy_recipe": proxy.model_dump(mode="json"),
+              "base": resolved_base(proxy), "axis": axis, "sizes": sizes, "lrs": lrs, "seeds": seeds,
+              "steps": steps, "lr_key": lr_key, "counts": counts, "cells": cells,
+              **summarize_cells(cells, sizes, lrs)}
+    write_json(out / "sweep.json", report)
+    report = finite_json(report)
+    write_markdown(report, out / "sweep.md")
+    plot_sweep(report, out / "sweep.png")
+    if counts["failed"]:
+        failed = [c["id"] for c in cells if c["status"] == "failed"]
+        raise RunFailure(f"{len(failed)} cell(s) failed (first: {failed[0]}); its log: "
+                         f"{out / 'cells' / failed[0] / 'sweep.log'}; rerun the same command to retry them "
+                         f"(the report in {out} covers the rest)")
+    return report

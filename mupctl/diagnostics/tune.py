@@ -1,0 +1,107 @@
+"""Tune small, launch big: turn a finished sweep into the recipe of the target model.
+
+The emitted recipe is the sweep's proxy recipe (the recipe plus the sweep's `--set` overrides) with
+- `scaling.base` = the base shape the sweep ran with, written out in full (d_model, n_layers,
+  d_head). η means "the LR at the base shape": every per-role LR and init of a swept model was
+  derived from it through m = d_model / base.d_model and λ = n_layers / base.n_layers. Rebasing to
+  another shape would change those (hidden LR η/m against embedding LR η under mup), so no single
+  η would reproduce the measured models; the base is kept and the target gets m = target / base.
+- the LR key of the sweep (`optimizer.lr`, or `optimizer.muon.lr` for muon) = the optimum η*
+  measured at the reference size: the largest swept size. It is the closest to the target (the
+  shortest extrapolation), finite-size drift of the optimum is smallest there, and under exact
+  transfer every size gives the same η*, so nothing is lost by choosing it.
+- the target's overrides last (`model.d_model=4096`, `train.steps=…`). A new `model.d_model` keeps
+  the swept head size (and the d_ff / n_kv_heads ratios) unless the overrides set those too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mupctl.diagnostics.coord_cli import size_overrides
+from mupctl.errors import UserError
+from mupctl.plan import build_plan
+from mupctl.recipe import load_recipe, recipe_to_yaml
+from mupctl.recipe.load import apply_overrides
+
+# Tensor Programs V: below these, optima are loose and transfer is not established (DESIGN.md).
+SIGNAL = {"width": 256, "depth": 4, "global_batch": 32, "seq_len": 128, "steps": 1000}
+
+
+def read_sweep(sweep) -> dict:
+    """sweep.json, given the sweep directory or the file itself."""
+    path = Path(sweep)
+    path = path / "sweep.json" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"no sweep report at {path} (run `mupctl sweep … --out DIR` first)", "SWEEP_DIR")
+    return json.loads(path.read_text())
+
+
+def target_model_overrides(proxy, targets: list[str]) -> list[str]:
+    """Keep the swept head size (and d_ff / n_kv_heads ratios) when the targets set model.d_model."""
+    try:
+        d_model = apply_overrides({}, targets).get("model", {}).get("d_model")
+    except UserError as err:
+        raise UserError(str(err).removeprefix("--set: "), "--target") from None
+    return size_overrides(proxy, "width", d_model, "--target") if isinstance(d_model, int) and d_model > 0 else []
+
+
+def caveats(report: dict, opt: dict) -> list[str]:
+    """What makes the emitted LR less trustworthy, one line each."""
+    out = []
+    if report["scaling_recipe"] == "none":
+        out.append("scaling.recipe is none: SP hyperparameters do not transfer across sizes; the LR is only "
+                   "the optimum at the reference size")
+    if opt["at_edge"]:
+        out.append(f"the optimum at the reference size is at the edge of the LR grid ({opt['lr']:g}): extend "
+                   "--lrs past it and rerun the sweep (finished cells are kept)")
+    if (report["shift_octaves"] or 0) > 1:
+        out.append(f"the optimum moved {report['shift_octaves']:.2f} octaves across the swept sizes: transfer "
+                   "is not established at these sizes")
+    train, model = report["proxy_recipe"]["train"], report["proxy_recipe"]["model"]
+    small = [f"{k} {v} < {SIGNAL[k]}" for k, v in ((report["axis"], report["reference_size"]),
+                                                     ("global_batch", train["global_batch"]),
+                                                     ("seq_len", model["seq_len"]), ("steps", report["steps"]))
+             if v < SIGNAL[k]]
+    if small:
+        out.append(f"small proxy ({', '.join(small)}): optima are loose below these (Tensor Programs V)")
+    return out
+
+
+def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = False) -> dict:
+    """Write the target recipe (module docstring) to out_path after checking that it loads and plans;
+    never overwrite an existing file unless `force`. Returns {"path", "lr_key", "lr", "reference_size",
+    "axis", "base", "shift_octaves", "at_edge", "warnings"}."""
+    report = read_sweep(sweep)
+    out = Path(out_path)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pick another path or pass --force to overwrite it", "--out")
+    ref = next(c for c in report["curves"] if c["size"] == report["reference_size"])
+    opt = ref["optimum"]
+    if opt["lr"] is None:
+        raise UserError(f"every cell at the reference size {report['reference_size']} diverged or failed; "
+                        "nothing to transfer (lower --lrs and rerun the sweep)", "SWEEP_DIR")
+    proxy = load_recipe(raw=report["proxy_recipe"])
+    overrides = [f"scaling.base.{k}={v}" for k, v in report["base"].items()] + \
+        [f"{report['lr_key']}={opt['lr']!r}"] + target_model_overrides(proxy, target_overrides) + list(target_overrides)
+    recipe = load_recipe(raw=report["proxy_recipe"], overrides=overrides)
+    warnings = caveats(report, opt)
+    shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
+    header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
+              f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
+              f"{report['reference_size']} ({opt['fit']} fit); optimum shift across sizes: {shift}.",
+              *(f"# warning: {w}" for w in warnings)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(header) + "\n" + recipe_to_yaml(recipe))
+    try:
+        build_plan(load_recipe(tmp))
+    except Exception:
+        tmp.unlink()
+        raise
+    os.replace(tmp, out)
+    return {"path": str(out), "lr_key": report["lr_key"], "lr": opt["lr"], "reference_size": report["reference_size"],
+            "axis": report["axis"], "base": report["base"], "shift_octaves": report["shift_octaves"],
+            "at_edge": opt["at_edge"], "warnings": warnings}

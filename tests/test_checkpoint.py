@@ -1,0 +1,154 @@
+"""Checkpointer: bit-exact resume under real torchrun (DDP, FSDP2, Muon+AdamW, single process),
+retention, fallback past a corrupted checkpoint, leftover tmp dirs, RNG restore."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mupctl.checkpoint import Checkpointer
+from mupctl.errors import RunFailure
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "helpers" / "ckpt_worker.py"
+
+
+def start(run_dir, tag, *args, nproc=2):
+    """Start the worker under torchrun (checkpoints in run_dir/ckpt); finish() collects it."""
+    out = run_dir / f"{tag}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           str(WORKER), "--ckpt", str(run_dir / "ckpt"), "--out", str(out), *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, out
+
+
+def finish(started):
+    """(per-rank records, stderr) of a started worker; fails the test on a non-zero exit."""
+    proc, out = started
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return json.loads(out.read_text()), stderr
+
+
+def launch(run_dir, tag, *args, nproc=2):
+    return finish(start(run_dir, tag, *args, nproc=nproc))
+
+
+# The first (saving) run of every scenario, launched concurrently: each launch is mostly one
+# core's worth of Python/torch start-up, so this halves the wall time on a 2-core machine.
+FIRST_RUNS = {
+    "ddp": (["--parallel", "ddp", "--save", "2,4"], 2),
+    "fsdp": (["--parallel", "fsdp", "--save", "1,2,3,4"], 2),
+    "muon": (["--parallel", "fsdp", "--opt", "muon", "--save", "2,4"], 2),
+    "single": (["--parallel", "none", "--save", "2,4", "--async-save"], 1),
+}
+
+
+@pytest.fixture(scope="module")
+def first_runs(tmp_path_factory):
+    """{scenario: (run dir, per-rank records, stderr)}; each test owns (and may damage) its dir."""
+    dirs = {k: tmp_path_factory.mktemp(k) for k in FIRST_RUNS}
+    started = {k: start(dirs[k], "a", *args, nproc=n) for k, (args, n) in FIRST_RUNS.items()}
+    return {k: (dirs[k], *finish(started[k])) for k in FIRST_RUNS}
+
+
+def assert_resumed(first, second, loaded):
+    """Every rank of `second` loaded step `loaded` and reproduced `first` bit-for-bit from there."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert b["loaded"] == loaded
+        assert b["probes"][str(loaded)] == a["probes"][str(loaded)]  # RNG restored (torch/python/numpy)
+        assert b["losses"], "resumed run trained no steps"
+        for step, loss in b["losses"].items():
+            assert int(step) > loaded
+            assert loss == a["losses"][step], f"step {step}: {loss!r} != {a['losses'][step]!r}"
+
+
+def names(ckpt):
+    return sorted(p.name for p in ckpt.iterdir())
+
+
+@pytest.mark.slow
+def test_ddp_adamw_resume_and_world_size_change(first_runs, capfd):
+    run, first, _ = first_runs["ddp"]
+    second, _ = launch(run, "b", "--parallel", "ddp", "--save", "6", "--resume", "--seed", "7")
+    assert_resumed(first, second, loaded=4)
+    assert second[0]["meta"]["tokens"] == 4 * 32 * 2 and second[0]["meta"]["world_size"] == 2
+    assert first[0]["losses"]["5"] != first[1]["losses"]["5"]  # ranks draw different data
+    ckpt = run / "ckpt"
+    assert names(ckpt) == ["latest", "step_00000004", "step_00000006"]
+    assert (ckpt / "latest").read_text() == "step_00000006"
+    step6 = ckpt / "step_00000006"
+    assert {".metadata", "meta.json", "COMMITTED", "rng"} <= set(os.listdir(step6))
+    assert sorted(os.listdir(step6 / "rng")) == ["rank0.pt", "rank1.pt"]
+    # World size 2 -> 1, in this process (no process group): DCP reshards, RNG is skipped.
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    meta = Checkpointer(ckpt).load_latest(model, [opt])
+    assert meta["step"] == 6 and meta["world_size"] == 2
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert int(opt.state[model[0].weight]["step"]) == 6  # AdamW state came back too
+    assert "world size 2, now 1; RNG states not restored" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_fsdp_adamw_retention_corrupt_metadata_and_stale_tmp(first_runs):
+    run, first, _ = first_runs["fsdp"]
+    ckpt = run / "ckpt"
+    assert names(ckpt) == ["latest", "step_00000003", "step_00000004"]  # keep_last=2
+    meta = ckpt / "step_00000004" / ".metadata"
+    meta.write_bytes(meta.read_bytes()[:20])  # truncated
+    stale = ckpt / ".tmp-step_00000005"  # a kill in the middle of a save
+    (stale / "rng").mkdir(parents=True)
+    (stale / "__0_0.distcp").write_bytes(b"partial")
+    second, err = launch(run, "b", "--parallel", "fsdp", "--save", "4,6", "--resume", "--seed", "7")
+    assert_resumed(first, second, loaded=3)
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, err  # rank 0 only
+    assert warnings[0].startswith("warning: checkpoint step_00000004 is unreadable (")
+    assert warnings[0].endswith("); falling back to step_00000003")
+    assert names(ckpt) == ["latest", "step_00000004", "step_00000006"]  # stale tmp purged, 4 rewritten
+
+
+@pytest.mark.slow
+def test_fsdp_muon_adamw_pair_missing_shard(first_runs):
+    run, first, _ = first_runs["muon"]
+    step4 = run / "ckpt" / "step_00000004"
+    (step4 / "__1_0.distcp").unlink()
+    second, err = launch(run, "b", "--parallel", "fsdp", "--opt", "muon", "--save", "4,6", "--resume",
+                         "--seed", "7")
+    assert "warning: checkpoint step_00000004 is unreadable (" in err
+    assert "); falling back to step_00000002" in err
+    assert_resumed(first, second, loaded=2)
+
+
+@pytest.mark.slow
+def test_single_process_resume_async_falls_back_to_sync(first_runs):
+    run, first, err = first_runs["single"]
+    assert err.count("async checkpointing needs CUDA") == 1  # said once for two saves
+    second, _ = launch(run, "b", "--parallel", "none", "--resume", "--seed", "7", nproc=1)
+    assert_resumed(first, second, loaded=4)
+
+
+def test_in_process_fresh_listing_and_unreadable(tmp_path, capsys):
+    model = nn.Linear(3, 2)
+    ck = Checkpointer(tmp_path / "ckpt", keep_last=1)
+    assert ck.checkpoints() == [] and ck.load_latest(model, []) is None  # fresh run
+    ck.save(10, model, [], {"tokens": 1})
+    ck.save(20, model, [], {"tokens": 2})
+    assert [s for s, _ in ck.checkpoints()] == [20]
+    assert ck.load_latest(model, [])["tokens"] == 2
+    (tmp_path / "ckpt" / "step_00000020" / "COMMITTED").unlink()
+    with pytest.raises(RunFailure, match="no readable checkpoint"):
+        ck.load_latest(model, [])
+    assert "step_00000020 is unreadable (FileNotFoundError: missing COMMITTED); falling back to none left" \
+        in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        Checkpointer(tmp_path, keep_last=0)

@@ -1,0 +1,140 @@
+"""`coord-check`, `sweep` and `emit_recipe` end to end on CPU, with real processes.
+
+Tiny on purpose (widths 32-128, 10 steps, batch 8 × 32-64 tokens): these check the machinery
+(files, verdicts, resumability, divergence, the fit, the emitted recipe), not transfer itself,
+which needs the sizes in docs/diagnostics.md. At widths 32-128 the finite-width wobble of a mup
+coordinate check is up to ~0.25 in slope, so the verdict uses 0.3; SP at LR 1e-2 is at ~1.
+"""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
+from mupctl.diagnostics.sweep import fit_optimum, run_sweep, wider_is_better
+from mupctl.diagnostics.tune import emit_recipe
+from mupctl.errors import UserError
+from mupctl.plan import build_plan
+from mupctl.recipe import load_recipe
+
+RECIPE = """\
+name: tiny-mup
+model: {d_model: 32, n_layers: 2, n_heads: 2, seq_len: 64}
+scaling: {recipe: mup, base: {d_model: 32}, readout_zero_init: true}
+optimizer: {name: adamw, lr: 3.0e-3}
+train: {steps: 10, global_batch: 8, micro_batch: 8, eval_interval: 0, eval_batches: 1, log_interval: 1,
+        telemetry_interval: 0}
+launch: {device: cpu}
+"""
+LRS = [3e-3, 1e-2, 1e4]  # 1e4 diverges
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipe") / "tiny-mup.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(recipe, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    return out, run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3)
+
+
+def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
+    assert parse_list("128, 256,512", int, "--widths") == [128, 256, 512]
+    assert parse_list("1e-3,3e-3", float, "--lrs") == [1e-3, 3e-3]
+    for text, kind, field in (("128,x", int, "--widths"), ("", float, "--lrs"), ("1e-3,nan", float, "--lrs")):
+        with pytest.raises(UserError, match=f"^{field}: expected a comma-separated list"):
+            parse_list(text, kind, field)
+    bad = [(dict(widths=[32, 64], depths=[2, 4]), "--widths: give exactly one"),
+           (dict(widths=None, depths=None), "--widths: give exactly one"),
+           (dict(widths=[64, 64], depths=None), "--widths: needs at least two"),
+           (dict(widths=None, depths=[2]), "--depths: needs at least two"),
+           (dict(widths=[32, 40], depths=None), "--widths: width 40 must be a multiple of the head size 16")]
+    for sizes, message in bad:
+        with pytest.raises(UserError, match=message):
+            run_coord_check(recipe, [], steps=3, batch=4, seq_len=16, out_dir=tmp_path / "cc", **sizes)
+    with pytest.raises(UserError, match="--lrs: needs at least two distinct LRs > 0"):
+        run_sweep(recipe, [], [32, 64], None, [1e-3, -1.0], steps=2, seeds=1, out_dir=tmp_path / "sw")
+    assert not (tmp_path / "cc").exists() and not (tmp_path / "sw").exists()
+
+
+def test_fit_optimum_on_synthetic_curves():
+    lrs = [2.0 ** x for x in (-10, -9, -8, -7, -6)]
+    parabola = [(x + 7.7) ** 2 + 3.0 for x in range(-10, -5)]  # vertex at log2 η = -7.7
+    opt = fit_optimum(lrs, parabola)
+    assert opt["fit"] == "parabola" and not opt["at_edge"]
+    assert opt["log2_lr"] == pytest.approx(-7.7) and opt["loss"] == pytest.approx(3.0)
+    assert opt["lr"] == pytest.approx(2 ** -7.7)
+    falling = [5.0, 4.0, 3.5, 3.2, 3.1]
+    assert fit_optimum(lrs, falling) | {"loss": None} == {"lr": lrs[-1], "log2_lr": -6.0, "loss": None,
+                                                          "at_edge": True, "fit": "grid"}
+    next_to_divergence = fit_optimum(lrs, [5.0, 4.0, 3.0, math.inf, math.inf])
+    assert next_to_divergence["fit"] == "grid" and next_to_divergence["lr"] == lrs[2]
+    assert fit_optimum(lrs, [math.inf] * 5)["lr"] is None
+    curves = [[4.0, 3.0, 3.5], [3.9, 2.9, 3.6]]  # the larger size loses at the highest LR
+    check = wider_is_better([32, 64], [1e-3, 2e-3, 4e-3], curves, [math.log2(2e-3)] * 2)
+    assert [r["ok"] for r in check["by_lr"]] == [True, True, False] and check["ok"] is False
+
+
+def test_coord_check_mup_is_flat_and_sp_is_not(recipe, tmp_path):
+    common = dict(widths=[32, 64, 128], depths=None, steps=4, batch=8, seq_len=32, threshold=0.3)
+    mup = run_coord_check(recipe, [], out_dir=tmp_path / "mup", **common)
+    assert mup["pass"], mup["max_abs_slope"]
+    report = json.loads((tmp_path / "mup" / "coord_check.json").read_text())
+    assert report["summary"]["axis"] == "width" and report["scaling_recipe"] == "mup"
+    assert set(report["rms"]) == {"embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered"}
+    assert len(report["slopes"]["logits"]) == 5 and report["base"]["d_model"] == 32
+    assert (tmp_path / "mup" / "coord_check.png").stat().st_size > 10_000
+    sp = run_coord_check(recipe, ["scaling.recipe=none", "optimizer.lr=1e-2"], out_dir=tmp_path / "sp", **common)
+    assert not sp["pass"] and sp["max_abs_slope"]["logits"] > 0.5, sp["max_abs_slope"]
+
+
+def test_sweep_reports_every_cell_and_records_divergence(sweep):
+    out, report = sweep
+    assert report["counts"] == {"launched": 6, "resumed": 0, "skipped": 0, "done": 4, "diverged": 2, "failed": 0}
+    for cell in report["cells"]:
+        if cell["lr"] == 1e4:
+            assert cell["status"] == "diverged" and cell["final_val_loss"] is None
+        else:
+            assert cell["status"] == "done" and 2.0 < cell["final_val_loss"] < 5.6
+    for curve in report["curves"]:
+        assert curve["val_loss"][2] is None and curve["optimum"]["lr"] in LRS[:2]
+    assert report["shift_octaves"] is not None and report["reference_size"] == 64
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
+    assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_skips_finished_cells_and_resumes_unfinished_ones(recipe, sweep):
+    out, _ = sweep
+    cells = out / "cells"
+    mtimes = {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in cells.iterdir()}
+    unfinished = cells / "w64-lr0.01-s0"  # as if killed before its first row: plan.json but no metrics
+    (unfinished / "metrics.jsonl").unlink()
+    shutil.rmtree(unfinished / "checkpoints")
+    again = run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3)
+    assert again["counts"] == {"launched": 0, "resumed": 1, "skipped": 5, "done": 4, "diverged": 2, "failed": 0}
+    assert {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in cells.iterdir()
+            if d != unfinished} == {k: v for k, v in mtimes.items() if k != unfinished.name}
+    with pytest.raises(UserError, match=r"--out: .* holds a run with train\..* but this sweep asks for 12"):
+        run_sweep(recipe, [], [32, 64], None, LRS, steps=12, seeds=1, out_dir=out)
+
+
+def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_path):
+    out, report = sweep
+    target = tmp_path / "big.yaml"
+    info = emit_recipe(out, ["model.d_model=256", "train.steps=3000", "name=big"], target)
+    opt = next(c["optimum"] for c in report["curves"] if c["size"] == 64)
+    assert info["lr"] == opt["lr"] and info["reference_size"] == 64 and info["warnings"]
+    plan = build_plan(load_recipe(target))
+    assert plan["base"] == {"d_model": 32, "n_layers": 2, "d_head": 16} and plan["width_mult"] == 8
+    assert plan["model"]["n_heads"] == 16 and plan["schedule"]["steps"] == 3000
+    assert load_recipe(target).optimizer.lr == pytest.approx(opt["lr"])
+    with pytest.raises(UserError, match="^--out: .* exists"):
+        emit_recipe(out, [], target)
+    assert emit_recipe(out, [], target, force=True)["path"] == str(target)

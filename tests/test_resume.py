@@ -1,0 +1,161 @@
+"""Checkpoints and `mupctl resume` end to end: kills, corrupt checkpoints, restarts, divergence.
+
+Every run here is real: `mupctl train` → torchrun → gloo workers on the CPU, fp32. "Equal" means
+bit for bit: the losses in metrics.jsonl are compared with ==.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+STEPS, INTERVAL = 12, 4
+BASE = ["--set", f"train.steps={STEPS}", "--set", f"checkpoint.interval={INTERVAL}", "--set", "checkpoint.keep_last=3",
+        "--set", "model.seq_len=64", "--set", "train.global_batch=8", "--set", "train.micro_batch=4",
+        "--set", "train.log_interval=1", "--set", "train.eval_interval=0", "--set", "train.telemetry_interval=0",
+        "--set", "launch.device=cpu"]
+LAYOUTS = {"1rank": [], "2ranks-ddp": ["--nproc-per-node", "2"],
+           "2ranks-fsdp": ["--nproc-per-node", "2", "--set", "launch.strategy=fsdp"]}
+
+
+def losses(run_dir):
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            assert row["step"] not in out, "a step was logged twice"
+            out[row["step"]] = row["loss"]
+    return out
+
+
+_reference = {}
+
+
+def reference(tmp_path_factory, layout):
+    """The uninterrupted run of a layout (computed once per session)."""
+    if layout not in _reference:
+        run = tmp_path_factory.mktemp("ref") / layout
+        res = run_cli("train", "--run-dir", run, *BASE, *LAYOUTS[layout])
+        assert res.returncode == 0, res.stdout + res.stderr
+        _reference[layout] = losses(run)
+        assert sorted(_reference[layout]) == list(range(1, STEPS + 1))
+    return _reference[layout]
+
+
+def kill_at_step(run_dir, args, step):
+    """Start `mupctl train` in its own session and SIGKILL the whole tree once `step` is logged."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run_dir), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.jsonl").exists() and step in losses(run_dir):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sigkill_then_resume_is_bit_exact(tmp_path, tmp_path_factory, layout):
+    ref = reference(tmp_path_factory, layout)
+    run = tmp_path / "run"
+    kill_step = random.Random(layout).randint(INTERVAL + 1, STEPS - 1)
+    kill_at_step(run, BASE + LAYOUTS[layout], kill_step)
+    assert any((run / "checkpoints").glob("step_*")), "killed before the first checkpoint"
+    assert losses(run) != ref or kill_step == STEPS
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resumed at step" in res.stdout
+    assert losses(run) == ref
+
+
+def test_two_resumes_in_a_row(tmp_path, tmp_path_factory):
+    ref = reference(tmp_path_factory, "1rank")
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, INTERVAL + 1)
+    env = dict(os.environ, MUPCTL_FAULT_STEP=str(2 * INTERVAL + 1))
+    res = subprocess.run([sys.executable, "-m", "mupctl", "resume", str(run)], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 1  # the injected crash, no restarts allowed
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert losses(run) == ref
+
+
+def test_kill_during_checkpoint_save_keeps_previous(tmp_path, tmp_path_factory):
+    ref = reference(tmp_path_factory, "1rank")
+    run = tmp_path / "run"
+    res = run_cli("train", "--run-dir", run, *BASE, env={"MUPCTL_FAULT_BEFORE_COMMIT": str(2 * INTERVAL)})
+    assert res.returncode != 0
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert f"step_{INTERVAL:08d}" in ckpts and f"step_{2 * INTERVAL:08d}" not in ckpts
+    assert any(name.startswith(".tmp-") for name in ckpts)  # the half-written save
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"resumed at step {INTERVAL}" in res.stdout
+    assert losses(run) == ref
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, tmp_path_factory):
+    ref = reference(tmp_path_factory, "1rank")
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, 2 * INTERVAL + 1)
+    newest = run / "checkpoints" / f"step_{2 * INTERVAL:08d}"
+    shard = next(newest.glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"checkpoint step_{2 * INTERVAL:08d} is unreadable" in res.stderr
+    assert f"resumed at step {INTERVAL}" in res.stdout
+    assert losses(run) == ref
+
+
+def test_injected_crash_restarts_and_matches(tmp_path, tmp_path_factory):
+    ref = reference(tmp_path_factory, "2ranks-ddp")
+    run = tmp_path / "run"
+    res = run_cli("train", "--run-dir", run, *BASE, *LAYOUTS["2ranks-ddp"], "--max-restarts", "1",
+                  env={"MUPCTL_FAULT_STEP": str(INTERVAL + 2)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "restart 1/1" in res.stdout and "restarted 1 time" in res.stdout
+    assert losses(run) == ref
+
+
+def test_crash_past_restart_limit_exits_1(tmp_path):
+    run = tmp_path / "run"
+    res = run_cli("train", "--run-dir", run, *BASE, env={"MUPCTL_FAULT_STEP": "2"})
+    assert res.returncode == 1
+    assert "train.log" in res.stderr and "Traceback" not in res.stderr.split("failed:")[-1]
+
+
+def test_changed_width_needs_force(tmp_path):
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, INTERVAL + 1)
+    res = run_cli("resume", run, "--set", "model.d_model=64")
+    assert res.returncode == 2 and "model.d_model" in res.stderr and "--force" in res.stderr
+    assert json.loads((run / "plan.json").read_text())["model"]["d_model"] == 128  # nothing rewritten
+    res = run_cli("resume", run, "--set", "model.d_model=64", "--force")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "fresh weights" in res.stdout
+    assert max(losses(run)) == STEPS
+    res = run_cli("resume", run, "--set", f"train.steps={STEPS + 2}")  # harmless: allowed
+    assert res.returncode == 0 and max(losses(run)) == STEPS + 2
+
+
+def test_divergence_exits_1_without_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    res = run_cli("train", "--run-dir", run, *BASE, "--set", "optimizer.lr=1e6", "--set", "train.grad_clip=0",
+                  "--set", "checkpoint.interval=1", "--set", "model.init_std=10")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "non-finite loss" in res.stderr
+    bad = json.loads((run / "DIVERGED.json").read_text())["step"]
+    saved = [int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*")] \
+        if (run / "checkpoints").exists() else []
+    assert all(s < bad for s in saved)
