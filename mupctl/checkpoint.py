@@ -35,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -221,7 +222,11 @@ class Checkpointer:
                 _fsync_dir(tmp)
                 final = tmp.with_name(tmp.name.removeprefix(".tmp-"))
                 if final.exists():  # re-saving a step (e.g. after a fallback): move the old one aside
-                    os.replace(final, self.dir / f".tmp-replaced-{final.name}")
+                    aside = self.dir / f".tmp-replaced-{final.name}"
+                    shutil.rmtree(aside, ignore_errors=True)
+                    os.replace(final, aside)
+                if os.environ.get("MUPCTL_FAULT_BEFORE_COMMIT") == str(step):  # test-only kill hook
+                    os.kill(os.getpid(), signal.SIGKILL)
                 os.replace(tmp, final)  # the commit point
                 _fsync_dir(self.dir)
                 _fsync_write(self.dir / ".latest.tmp", final.name.encode())
@@ -242,10 +247,23 @@ class Checkpointer:
             shutil.rmtree(p, ignore_errors=True)
 
     # ---- load ----------------------------------------------------------------------------------
-    def load_latest(self, model, optimizers: list) -> dict | None:
+    def newest_meta(self) -> dict | None:
+        """Collective. meta.json of the newest committed checkpoint (rank 0's view), or None."""
+        meta = None
+        if _rank() == 0:
+            for _, p in reversed(self.checkpoints()):
+                try:
+                    meta = json.loads((p / "meta.json").read_text())
+                    break
+                except (OSError, ValueError):
+                    continue
+        return _bcast(meta)
+
+    def load_latest(self, model, optimizers: list, weights: bool = True) -> dict | None:
         """Collective. Loads the newest valid checkpoint into model/optimizers (in place), restores
         this rank's RNG states, returns its meta dict (with "step"), or None when there is none
-        (fresh run). Raises ``RunFailure`` when checkpoints exist but none is readable."""
+        (fresh run). Raises ``RunFailure`` when checkpoints exist but none is readable.
+        ``weights=False`` restores only RNG and meta (a forced resume onto new tensor shapes)."""
         self.wait()
         _barrier()
         candidates = _bcast([p.name for _, p in reversed(self._step_dirs())] if _rank() == 0 else None)
@@ -265,7 +283,7 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure: try the previous checkpoint
                 error = _reason(e)
             error = _first_error(error)
-            if error is None:  # Phase 2 (collective): DCP reports any rank's failure on all ranks
+            if error is None and weights:  # Phase 2 (collective): DCP reports any rank's failure on all ranks
                 try:
                     msd, osd = get_state_dict(model, optimizers, options=_OPTIONS)
                     with _quiet():
@@ -274,7 +292,9 @@ class Checkpointer:
                     error = _reason(e)
                 error = _first_error(error)
             if error is None:
-                set_state_dict(model, optimizers, model_state_dict=msd, optim_state_dict=osd, options=_OPTIONS)
+                if weights:
+                    set_state_dict(model, optimizers, model_state_dict=msd, optim_state_dict=osd,
+                                   options=_OPTIONS)
                 if rng is not None:
                     _set_rng_state(rng)
                 elif _rank() == 0:

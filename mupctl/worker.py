@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,20 @@ class StopFlag:
         if self.requested:
             sys.exit(128 + signum)
         self.requested = True
+
+
+def die_with_parent(poll_s: float = 0.1) -> None:
+    """Exit when the torchrun agent that started this worker dies, so a killed run leaves no orphan
+    trainer behind (holding GPUs, or writing into a run that is being resumed). A polling thread
+    rather than PR_SET_PDEATHSIG, which fires when the *thread* that forked us exits."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
@@ -106,6 +121,7 @@ class Trainer:
         r, t = self.recipe, self.recipe.train
         self.micro, self.accum = t.micro_batch, t.global_batch // (t.micro_batch * self.world)
         self.tokens_per_step = t.global_batch * r.model.seq_len
+        self.shapes = {x["name"]: x["shape"] for x in self.plan["tensors"]}
         self.model, self.wrapped, self.optimizer = build(self.plan, r, self.device, self.world)
         self.data = open_data(r.data, r.model.vocab_size, r.model.seq_len, t.seed)
         self.ckpt = Checkpointer(run_dir / "checkpoints", r.checkpoint.keep_last, r.checkpoint.async_save)
@@ -177,17 +193,20 @@ class Trainer:
         restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
         if (self.run_dir / DIVERGED).exists():
             raise Divergence((self.run_dir / DIVERGED).read_text().strip())
-        meta = self.ckpt.load_latest(self.model, optimizer_parts(self.optimizer))
+        newest = self.ckpt.newest_meta()
+        same_shapes = newest is None or newest.get("shapes", self.shapes) == self.shapes
+        meta = self.ckpt.load_latest(self.model, optimizer_parts(self.optimizer), weights=same_shapes)
         start = meta["step"] if meta else 0
-        if meta and meta.get("plan_hash") != self.plan["hash"]:
-            print(f"note: checkpoint plan {meta.get('plan_hash')} != current plan {self.plan['hash']} "
-                  "(resumed with --force)", file=sys.stderr)
         log = MetricsLog(self.run_dir, self.rank == 0, t.steps, r.logging,
                          wandb_id=(self.run_dir / "wandb_id").read_text().strip()
                          if (self.run_dir / "wandb_id").exists() else None, config=self.plan["summary"])
         if self.rank == 0:
             truncate_metrics(log.path, start)
             state = f"resumed at step {start}" if meta else "fresh"
+            if meta and not same_shapes:
+                state += " with fresh weights (the checkpoint's tensor shapes differ from the plan: --force)"
+            elif meta and meta.get("plan_hash") != self.plan["hash"]:
+                state += f" (plan {meta.get('plan_hash')} -> {self.plan['hash']}: --force)"
             log.say(f"mupctl worker: {state}; restart {restart}/{r.launch.max_restarts}; world {self.world} "
                     f"({r.launch.strategy}, {self.device.type}, {precision(r, self.device)}); "
                     f"{self.accum} micro-batch(es) of {self.micro} per rank; data: {self.data.describe()}")
@@ -232,9 +251,11 @@ class Trainer:
                          "grad_norm": grad_norm.item()})
             if t.eval_interval and (done % t.eval_interval == 0 or is_last):
                 log.log({"step": done, "val_loss": self.evaluate()})
+                last_time = time.perf_counter()  # throughput counts training time only
             stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
             if ckpt_now or (stop and r.checkpoint.interval):
                 log.log({"step": done, "checkpoint_blocked_s": self.save(done)})
+                last_time = time.perf_counter()
             if fault and done == fault and restart == 0 and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:
@@ -252,7 +273,7 @@ class Trainer:
     def save(self, step: int) -> float:
         """Checkpoint after `step`; returns the seconds training was blocked."""
         meta = {"step": step, "tokens": step * self.tokens_per_step, "data_step": step,
-                "plan_hash": self.plan["hash"], "seed": self.recipe.train.seed}
+                "plan_hash": self.plan["hash"], "seed": self.recipe.train.seed, "shapes": self.shapes}
         return self.ckpt.save(step, self.model, optimizer_parts(self.optimizer), meta)
 
     def diverged(self, step: int, log: MetricsLog) -> None:
@@ -269,20 +290,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mupctl.worker")
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
+    die_with_parent()
     if torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu":
         dist.init_process_group(backend="nccl", device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
     else:
         dist.init_process_group(backend="gloo")
+    code = 0
     try:
         Trainer(args.run_dir).run()
     except Divergence as err:
         print(f"mupctl worker: {err}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
     finally:
         if dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.barrier()
             dist.destroy_process_group()
+    # FSDP2 under gloo can abort in interpreter teardown after a clean shutdown (~5% of runs):
+    # leave without running it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
