@@ -14,18 +14,18 @@ sweep() {  # name recipe axis sizes lrs [--set ...]
 }
 case $WHAT in
   width)
-    W=${WIDTHS:-256,512,1024,2048}; L=${LRS:-1.2e-4,2.4e-4,4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2}
+    W=${WIDTHS:-256,512,1024,2048}; L=${LRS:-2.4e-4,4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2}
     sweep width-mup recipes/sweeps/width.yaml widths "$W" "$L"
     sweep width-none recipes/sweeps/width.yaml widths "$W" "$L" --set scaling.recipe=none
     "$PY" -m mupctl coord-check recipes/sweeps/width.yaml --widths "$W" --steps 5 --batch 16 --out /tmp/cc-w \
-      --set optimizer.lr=1e-2 || true
+      --set optimizer.lr=3e-3 || true
     cp /tmp/cc-w/coord_check.json "$OUT/coord-width-mup.json"; cp /tmp/cc-w/coord_check.png "$OUT/coord-width-mup.png";;
   depth)
     D=${DEPTHS:-4,8,16,32}; L=${LRS:-4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2,6.2e-2}
     sweep depth-depth_mup recipes/sweeps/depth.yaml depths "$D" "$L"
     sweep depth-mup recipes/sweeps/depth.yaml depths "$D" "$L" --set scaling.recipe=mup
     "$PY" -m mupctl coord-check recipes/sweeps/depth.yaml --depths "$D" --steps 5 --batch 16 --out /tmp/cc-d \
-      --set optimizer.lr=1e-2 || true
+      --set optimizer.lr=3e-3 || true
     cp /tmp/cc-d/coord_check.json "$OUT/coord-depth.json"; cp /tmp/cc-d/coord_check.png "$OUT/coord-depth.png";;
   muon)
     W=${WIDTHS:-256,512,1024,2048}; L=${LRS:-2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2,1.6e-1}
