@@ -82,3 +82,31 @@ def test_tiny_recipe_is_the_embedded_default(cli):
     a = json.loads(cli("plan", "--json").stdout)
     b = json.loads(cli("plan", ROOT / "recipes" / "tiny.yaml", "--json").stdout)
     assert a["hash"] == b["hash"]
+
+
+def test_two_nodes_join_one_run(tmp_path):
+    """Two `mupctl train` processes as two 'nodes' (c10d rendezvous on localhost) share one run dir
+    and follow the same trajectory as one node with two processes."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "multi"
+    args = [sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), "--nnodes", "2", "--set",
+            f"launch.rdzv_endpoint=127.0.0.1:{port}", "--set", "launch.rdzv_id=test", "--set", "train.steps=6",
+            "--set", "launch.device=cpu", *SMALL]
+    procs = [subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert any("joining the 2-node run" in o for o in outs)
+    single = tmp_path / "single"
+    from conftest import run_cli
+    res = run_cli("train", "--run-dir", single, "--nproc-per-node", "2", "--set", "train.steps=6", "--set",
+                  "launch.device=cpu", *SMALL)
+    assert res.returncode == 0, res.stderr
+    assert [r["loss"] for r in rows(run)] == pytest.approx([r["loss"] for r in rows(single)], rel=1e-6)

@@ -50,6 +50,14 @@ def new_run_dir(recipe, run_dir: Path | None) -> Path:
     return run_dir
 
 
+def joins_multinode_run(run_dir: Path, recipe) -> bool:
+    """Every node of a multi-node job runs `mupctl train … --run-dir SHARED`: the first one creates
+    the run, the others join it when its recipe is exactly theirs."""
+    if recipe.launch.nnodes == 1 or not (run_dir / "plan.json").is_file():  # plan.json is written last
+        return False
+    return load_recipe(run_dir / "recipe.yaml").model_dump() == recipe.model_dump()
+
+
 def preflight(recipe) -> None:
     """Checks that need the machine (device, data files, optional packages) — before anything is written."""
     launch = recipe.launch
@@ -124,9 +132,14 @@ def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False,
     recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
     build_plan(recipe)  # invalid combinations fail before anything is written
     preflight(recipe)
-    run_dir = new_run_dir(recipe, run_dir).resolve()
-    plan = build_plan(recipe, str(run_dir))
-    write_run_files(run_dir, recipe, plan)
+    if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
+        run_dir = Path(run_dir).resolve()
+        plan = json.loads((run_dir / "plan.json").read_text())
+        print(f"mupctl: joining the {recipe.launch.nnodes}-node run in {run_dir}", flush=True)
+    else:
+        run_dir = new_run_dir(recipe, run_dir).resolve()
+        plan = build_plan(recipe, str(run_dir))
+        write_run_files(run_dir, recipe, plan)
     print(f"mupctl: run directory {run_dir} (plan {plan['hash']})", flush=True)
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir
