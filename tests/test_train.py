@@ -110,3 +110,20 @@ def test_two_nodes_join_one_run(tmp_path):
                   "launch.device=cpu", *SMALL)
     assert res.returncode == 0, res.stderr
     assert [r["loss"] for r in rows(run)] == pytest.approx([r["loss"] for r in rows(single)], rel=1e-6)
+
+
+def test_wandb_offline_needs_no_network_and_keeps_its_id(tmp_path):
+    pytest.importorskip("wandb")
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # no key, no mode
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), "--set", "train.steps=4",
+                          "--set", "logging.wandb=offline", *SMALL], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_id = (run / "wandb_id").read_text().strip()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(run_id)

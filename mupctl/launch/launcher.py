@@ -170,6 +170,11 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
                         "anyway)", field)
     plan = build_plan(recipe, str(run_dir))
     preflight(recipe)
+    diverged = run_dir / "DIVERGED.json"
+    if diverged.exists():  # an explicit resume is the user's decision to try again
+        print(f"mupctl: note: {json.loads(diverged.read_text())['message']}; resuming from the newest "
+              "checkpoint anyway", flush=True)
+        os.replace(diverged, run_dir / "DIVERGED.prev.json")
     if changes:
         for field, a, b in changes:
             print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
