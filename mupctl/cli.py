@@ -24,9 +24,14 @@ UseMupOpt = typer.Option(False, "--use-mup", help="deprecated: same as scaling.r
 JsonOpt = typer.Option(False, "--json", help="one JSON object on stdout")
 
 
-def _recipe(path: Optional[Path], overrides: List[str], use_mup: bool):
+def _plan(path: Optional[Path], overrides: List[str], use_mup: bool) -> dict:
+    """Load, validate and compile; the compiler's warnings go to stderr."""
+    from mupctl.plan import build_plan
     from mupctl.recipe import load_recipe
-    return load_recipe(path, overrides, use_mup=use_mup)
+    p = build_plan(load_recipe(path, overrides, use_mup=use_mup))
+    for w in p["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return p
 
 
 def emit_json(obj) -> None:
@@ -40,8 +45,7 @@ def plan(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: 
          verify: bool = typer.Option(False, "--verify", help="realize model+optimizer on CPU and check them "
                                                              "against the plan (exit 1 on mismatch)")):
     """Compile the recipe and show the resolved policy and the torchrun command."""
-    from mupctl.plan import build_plan
-    p = build_plan(_recipe(recipe, set_, use_mup))
+    p = _plan(recipe, set_, use_mup)
     mismatches = _verify(p) if verify else None
     if as_json:
         emit_json(p if mismatches is None else p | {"verify": [m.as_dict() for m in mismatches]})
@@ -64,8 +68,7 @@ def _verify(p: dict):
 def validate(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
              as_json: bool = JsonOpt):
     """Check a recipe (schema, shapes, scaling combination) without running anything."""
-    from mupctl.plan import build_plan
-    p = build_plan(_recipe(recipe, set_, use_mup))
+    p = _plan(recipe, set_, use_mup)
     if as_json:
         emit_json({"valid": True, "name": p["name"], "recipe": p["recipe"], "optimizer": p["optimizer"],
                    "hash": p["hash"]})

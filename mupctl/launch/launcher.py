@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -130,7 +131,8 @@ def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[s
 def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False, run_dir: Path | None = None,
           **flags) -> Path:
     recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
-    build_plan(recipe)  # invalid combinations fail before anything is written
+    for w in build_plan(recipe)["warnings"]:  # invalid combinations fail before anything is written
+        print(f"warning: {w}", file=sys.stderr)
     preflight(recipe)
     if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
         run_dir = Path(run_dir).resolve()

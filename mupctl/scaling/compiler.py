@@ -96,6 +96,22 @@ def multipliers(recipe, m: float, lam: float, m_head: float, base_head: int) -> 
     return values, exps
 
 
+def policy_warnings(recipe, m: float, lam: float) -> list[str]:
+    """Legal but probably unintended settings, for stderr (not errors)."""
+    sc, out = recipe.scaling, []
+    if sc.recipe == "none":
+        return out
+    if sc.base.d_model is not None and m != 1 and sc.base.d_head is None:
+        d_head = recipe.model.d_model // recipe.model.n_heads
+        out.append(f"scaling.base.d_head is not set: assuming the base kept this model's head size {d_head} "
+                   f"({sc.base.d_model // d_head} heads at the base width); if the base had "
+                   f"{recipe.model.n_heads} heads, set scaling.base.d_head: {sc.base.d_model // recipe.model.n_heads}")
+    if m == 1 and lam == 1:
+        out.append(f"the base shape equals the model's, so {sc.recipe} equals the standard parameterization "
+                   "here; set scaling.base.* to the shape the hyperparameters were tuned at")
+    return out
+
+
 def compile_policy(recipe) -> dict:
     """The policy part of the plan: multipliers, role table and per-tensor values."""
     check_combination(recipe)
@@ -138,4 +154,5 @@ def compile_policy(recipe) -> dict:
         "multipliers": mult,
         "multiplier_exponents": mult_exp,
         "tensors": tensors,
+        "warnings": policy_warnings(recipe, m, lam),
     }
