@@ -140,3 +140,11 @@ def test_plan_never_imports_torch():
             "print('torch' in sys.modules, 'numpy' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.stdout.strip() == "False False", res.stdout + res.stderr
+
+
+def test_plan_verify_realizes_and_matches(cli):
+    res = cli("plan", "recipes/legacy-use-mup.yaml", "--verify", "--json", "--set", "model.n_layers=2")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["verify"] == []
+    res = cli("plan", "recipes/depth-mup.yaml", "--verify", "--set", "model.n_layers=4")
+    assert res.returncode == 0 and "match the plan" in res.stdout
