@@ -86,7 +86,10 @@ def build(plan: dict, recipe, device: torch.device, world: int):
     model = GPT(plan, device=device, activation_checkpointing=recipe.train.activation_checkpointing)
     cuda = device.type == "cuda"
     compile_on = recipe.train.compile is True or (recipe.train.compile == "auto" and cuda)
-    bf16 = precision(recipe, device) == "bf16"
+    bf16 = precision(recipe, device) in ("bf16", "fp8")  # fp8 matmuls inside bf16 autocast
+    if precision(recipe, device) == "fp8":
+        from mupctl.fp8 import apply_fp8
+        apply_fp8(model)
     if recipe.launch.strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
@@ -126,7 +129,7 @@ class Trainer:
         self.data = open_data(r.data, r.model.vocab_size, r.model.seq_len, t.seed)
         self.ckpt = Checkpointer(run_dir / "checkpoints", r.checkpoint.keep_last, r.checkpoint.async_save)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
-            if precision(r, self.device) == "bf16" and r.launch.strategy != "fsdp" else contextlib.nullcontext()
+            if precision(r, self.device) in ("bf16", "fp8") and r.launch.strategy != "fsdp" else contextlib.nullcontext()
         self.stop = StopFlag()
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
 
