@@ -46,15 +46,18 @@ class Divergence(RuntimeError):
 
 
 class StopFlag:
-    """SIGTERM/SIGINT ask for a clean stop at the next log or checkpoint step; a second one exits."""
+    """SIGTERM/SIGINT ask for a clean stop at the next log or checkpoint step (a checkpoint is saved
+    there). A second Ctrl-C exits at once; torchrun's SIGTERM after a terminal's SIGINT does not."""
 
     def __init__(self):
         self.requested = False
+        self.interrupts = 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.requested:
+        self.interrupts += signum == signal.SIGINT
+        if self.interrupts > 1:
             sys.exit(128 + signum)
         self.requested = True
 
@@ -237,7 +240,7 @@ class Trainer:
                 log.log({"step": done, "act_rms": acts, "update_ratio": telemetry.ratios()})
             is_last = done == t.steps
             log_now = done % t.log_interval == 0 or is_last
-            ckpt_now = (r.checkpoint.interval and done % r.checkpoint.interval == 0) or is_last
+            ckpt_now = r.checkpoint.interval > 0 and (done % r.checkpoint.interval == 0 or is_last)
             if log_now or ckpt_now:
                 if ckpt_now:
                     bad |= ~self.params_finite()
@@ -262,7 +265,8 @@ class Trainer:
             if fault and done == fault and restart == 0 and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:
-                log.say(f"stopped by signal after step {done}; resume with: mupctl resume {self.run_dir}")
+                log.say(f"stopped by signal after step {done}; " + (f"resume with: mupctl resume {self.run_dir}"
+                        if r.checkpoint.interval else "no checkpoint was written (checkpoint.interval: 0)"))
                 break
         self.ckpt.wait()
         log.close()

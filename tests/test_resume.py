@@ -159,3 +159,24 @@ def test_divergence_exits_1_without_checkpoint(tmp_path):
     saved = [int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*")] \
         if (run / "checkpoints").exists() else []
     assert all(s < bad for s in saved)
+
+
+def test_sigterm_stops_cleanly_then_resume_is_exact(tmp_path, tmp_path_factory):
+    """SIGTERM to `mupctl train` (a preemption): the workers stop at a step boundary, checkpoint,
+    the launcher exits 1 saying how to resume, and the resumed run equals the uninterrupted one."""
+    ref = reference(tmp_path_factory, "1rank")
+    run = tmp_path / "run"
+    args = BASE + ["--set", "checkpoint.interval=1000"]  # only the stop checkpoint
+    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and 3 in losses(run)):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "stopped by SIGTERM" in err and "mupctl resume" in err, out + err
+    saved = [p.name for p in (run / "checkpoints").glob("step_*")]
+    assert len(saved) == 1 and int(saved[0].split("_")[1]) < STEPS
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert losses(run) == ref

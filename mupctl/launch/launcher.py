@@ -99,17 +99,26 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
     print(f"mupctl: launching {shlex.join(argv)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(argv, env=env)
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    old_term = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(signal.SIGTERM))
+    received: list[int] = []
+
+    def on_signal(signum, frame):  # a terminal's SIGINT reaches the workers by itself; forward SIGTERM
+        received.append(signum)
+        if signum == signal.SIGTERM:
+            proc.send_signal(signal.SIGTERM)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         rc = proc.wait()
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     events = _events(run_dir)
     restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
     if restarts:
         print(f"mupctl: workers were restarted {restarts} time(s) (limit {max_restarts})", flush=True)
+    if received:
+        raise RunFailure(f"stopped by {signal.Signals(received[0]).name}; the workers saved a checkpoint if "
+                         f"checkpoint.interval > 0: continue with `mupctl resume {run_dir}`")
     if rc != 0:
         diverged = run_dir / "DIVERGED.json"
         why = json.loads(diverged.read_text())["message"] if diverged.exists() else \
