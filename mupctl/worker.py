@@ -298,10 +298,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     die_with_parent()
-    if torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu":
-        dist.init_process_group(backend="nccl", device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+    cuda = torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu"
+    # torchrun's store outlives a restart: keys of the dead attempt (e.g. gloo's peer addresses)
+    # would be read by the new one, so each attempt gets its own key prefix.
+    store, rank, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"mupctl/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+    if cuda:
+        dist.init_process_group("nccl", store=store, rank=rank, world_size=world,
+                                device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
     else:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     code = 0
     try:
         Trainer(args.run_dir).run()
