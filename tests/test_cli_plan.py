@@ -148,3 +148,16 @@ def test_plan_verify_realizes_and_matches(cli):
     assert json.loads(res.stdout)["verify"] == []
     res = cli("plan", "recipes/depth-mup.yaml", "--verify", "--set", "model.n_layers=4")
     assert res.returncode == 0 and "match the plan" in res.stdout
+
+
+def test_legacy_width_mult_is_resolved_by_the_compiler(cli, tmp_path):
+    r = write(tmp_path, "use_mup: true\nmup_width_mult: 4\nmodel: {d_model: 256, n_heads: 4}\n")
+    res = cli("plan", r, "--json")
+    assert res.returncode == 0, res.stderr
+    assert "scaling.width_mult" in res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["width_mult"] == 4.0 and plan["base"]["d_model"] == 64
+    r = write(tmp_path, "use_mup: true\nmup_width_mult: 3\nmodel: {d_model: 256, n_heads: 4}\n")
+    assert_one_line_error(cli("plan", r), "scaling.width_mult", "whole base width")
+    r = write(tmp_path, "scaling: {recipe: mup, width_mult: 2, base: {d_model: 64}}\n")
+    assert_one_line_error(cli("plan", r), "scaling.width_mult", "not both")

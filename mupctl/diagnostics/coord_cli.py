@@ -58,9 +58,15 @@ def choose_axis(widths: list[int] | None, depths: list[int] | None) -> tuple[str
     return axis, sorted(set(sizes))
 
 
+def base_overrides(base: dict) -> list[str]:
+    """Overrides that write a base shape (d_model, n_layers, d_head) explicitly, replacing any
+    `scaling.width_mult` (the base width would otherwise be given twice)."""
+    return [f"scaling.base.{k}={v}" for k, v in base.items()] + ["scaling.width_mult=null"]
+
+
 def pinned_base(recipe) -> list[str]:
-    """Overrides that write the recipe's resolved base shape (d_model, n_layers, d_head) explicitly."""
-    return [f"scaling.base.{k}={v}" for k, v in resolved_base(recipe).items()]
+    """`base_overrides` of the recipe's resolved base shape."""
+    return base_overrides(resolved_base(recipe))
 
 
 def size_overrides(recipe, axis: str, size: int, field: str | None = None) -> list[str]:

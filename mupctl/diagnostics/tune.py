@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from mupctl.diagnostics.coord_cli import size_overrides
+from mupctl.diagnostics.coord_cli import base_overrides, size_overrides
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
@@ -84,7 +84,7 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
         raise UserError(f"every cell at the reference size {report['reference_size']} diverged or failed; "
                         "nothing to transfer (lower --lrs and rerun the sweep)", "SWEEP_DIR")
     proxy = load_recipe(raw=report["proxy_recipe"])
-    overrides = [f"scaling.base.{k}={v}" for k, v in report["base"].items()] + \
+    overrides = base_overrides(report["base"]) + \
         [f"{report['lr_key']}={opt['lr']!r}"] + target_model_overrides(proxy, target_overrides) + list(target_overrides)
     recipe = load_recipe(raw=report["proxy_recipe"], overrides=overrides)
     warnings = caveats(report, opt)

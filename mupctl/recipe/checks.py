@@ -15,15 +15,6 @@ def check_recipe(r) -> None:
     if m.position == "rope" and d_head % 2:
         raise UserError(f"RoPE needs an even head size, got d_model/n_heads = {d_head}; change "
                         "model.n_heads or use model.position: learned", "model.n_heads")
-    base = r.scaling.base
-    base_d = base.d_model or m.d_model
-    base_head = base.d_head or d_head
-    if base_d % base_head:
-        raise UserError(f"must divide the base width ({base_d}), got {base_head}", "scaling.base.d_head")
-    if base.d_model is None and base.d_head is not None and base.d_head != d_head:
-        raise UserError(f"the base width is the model's own ({m.d_model}) so the base head size must be "
-                        f"its d_head ({d_head}), got {base.d_head}; set scaling.base.d_model too",
-                        "scaling.base.d_head")
     t = r.train
     world = r.launch.nproc_per_node * r.launch.nnodes
     if t.global_batch % (t.micro_batch * world):

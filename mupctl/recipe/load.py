@@ -24,10 +24,10 @@ from mupctl.errors import UserError
 from mupctl.recipe.checks import check_recipe
 from mupctl.recipe.schema import Recipe
 
-# Megatron-style legacy keys → new dotted path. `mup_width_mult` is handled separately (it is a
-# ratio, not a base shape).
+# Megatron-style legacy keys → new dotted path (values pass through; the compiler resolves them).
 LEGACY_KEYS = {
     "mup_base_hidden_size": "scaling.base.d_model",
+    "mup_width_mult": "scaling.width_mult",
     "mup_base_num_layers": "scaling.base.n_layers",
     "mup_base_head_dim": "scaling.base.d_head",
     "mup_input_alpha": "scaling.alpha_in",
@@ -107,7 +107,7 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
     """Translate `use_mup` / `mup_*` keys and the `--use-mup` flag to `scaling.*` (with notices)."""
     out = copy.deepcopy(raw)
     explicit = _get(out, "scaling.recipe")
-    legacy = {k: out.pop(k) for k in list(out) if k == "use_mup" or k in LEGACY_KEYS or k == "mup_width_mult"}
+    legacy = {k: out.pop(k) for k in list(out) if k == "use_mup" or k in LEGACY_KEYS}
     if legacy:
         use_mup = legacy.pop("use_mup", None)
         if use_mup is None:
@@ -125,20 +125,8 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
         if explicit is None:
             _set(out, "scaling.recipe", target)
         for key, value in legacy.items():
-            if key == "mup_width_mult":
-                d_model = _get(out, "model.d_model", 128)
-                try:
-                    base = d_model / float(value)
-                except (TypeError, ValueError, ZeroDivisionError):
-                    raise UserError(f"must be a positive number, got {value!r}", key) from None
-                if value <= 0 or abs(base - round(base)) > 1e-9:
-                    raise UserError(f"model.d_model / mup_width_mult must be a whole base width, got "
-                                    f"{d_model}/{value}; write scaling.base.d_model instead", key)
-                _set(out, "scaling.base.d_model", int(round(base)))
-                deprecation(f"`{key}` is deprecated; write `scaling.base.d_model: {int(round(base))}`")
-            else:
-                _set(out, LEGACY_KEYS[key], value)
-                deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
+            _set(out, LEGACY_KEYS[key], value)
+            deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
     if use_mup_flag:
         current = _get(out, "scaling.recipe")
         if current == "none":

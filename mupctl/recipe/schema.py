@@ -49,6 +49,8 @@ class BaseShape(Section):
 class ScalingConfig(Section):
     recipe: Literal["none", "mup", "depth_mup"] = "none"
     base: BaseShape = BaseShape()
+    width_mult: Optional[float] = Field(
+        None, gt=0, description="m = d_model / base width, instead of scaling.base.d_model (legacy mup_width_mult)")
     alpha_in: float = Field(1.0, gt=0, description="embedding output multiplier")
     alpha_out: float = Field(1.0, gt=0, description="logit multiplier (divided by m under mup)")
     alpha_attn: Optional[float] = Field(

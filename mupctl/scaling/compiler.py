@@ -33,10 +33,28 @@ def check_combination(recipe) -> None:
 
 
 def resolved_base(recipe) -> dict:
+    """The base shape: `scaling.base.*`, unset fields taken from the model; the base width may
+    instead come from `scaling.width_mult` (base width = d_model / m, a whole number)."""
     s = derive_shape(recipe.model)
-    b = recipe.scaling.base
-    return {"d_model": b.d_model or s.d_model, "n_layers": b.n_layers or s.n_layers,
-            "d_head": b.d_head or s.d_head}
+    b, m = recipe.scaling.base, recipe.scaling.width_mult
+    if m is not None and b.d_model is not None:
+        raise UserError("give the base width once: scaling.base.d_model or scaling.width_mult, not both",
+                        "scaling.width_mult")
+    base_d = b.d_model or s.d_model
+    if m is not None:
+        base_d = s.d_model / m
+        if abs(base_d - round(base_d)) > 1e-9:
+            raise UserError(f"model.d_model / scaling.width_mult must be a whole base width, got "
+                            f"{s.d_model}/{m}; write scaling.base.d_model instead", "scaling.width_mult")
+        base_d = int(round(base_d))
+    base_head = b.d_head or s.d_head
+    if base_d % base_head:
+        raise UserError(f"must divide the base width ({base_d}), got {base_head}", "scaling.base.d_head")
+    if base_d == s.d_model and b.d_head is not None and b.d_head != s.d_head:
+        raise UserError(f"the base width is the model's own ({s.d_model}) so the base head size must be "
+                        f"its d_head ({s.d_head}), got {b.d_head}; set scaling.base.d_model too",
+                        "scaling.base.d_head")
+    return {"d_model": base_d, "n_layers": b.n_layers or s.n_layers, "d_head": base_head}
 
 
 def base_weight_decay(opt) -> float:
@@ -96,16 +114,17 @@ def multipliers(recipe, m: float, lam: float, m_head: float, base_head: int) -> 
     return values, exps
 
 
-def policy_warnings(recipe, m: float, lam: float) -> list[str]:
+def policy_warnings(recipe, base: dict, m: float, lam: float) -> list[str]:
     """Legal but probably unintended settings, for stderr (not errors)."""
     sc, out = recipe.scaling, []
     if sc.recipe == "none":
         return out
-    if sc.base.d_model is not None and m != 1 and sc.base.d_head is None:
+    if m != 1 and sc.base.d_head is None:
+        base_d = base["d_model"]
         d_head = recipe.model.d_model // recipe.model.n_heads
         out.append(f"scaling.base.d_head is not set: assuming the base kept this model's head size {d_head} "
-                   f"({sc.base.d_model // d_head} heads at the base width); if the base had "
-                   f"{recipe.model.n_heads} heads, set scaling.base.d_head: {sc.base.d_model // recipe.model.n_heads}")
+                   f"({base_d // d_head} heads at the base width); if the base had "
+                   f"{recipe.model.n_heads} heads, set scaling.base.d_head: {base_d // recipe.model.n_heads}")
     if m == 1 and lam == 1:
         out.append(f"the base shape equals the model's, so {sc.recipe} equals the standard parameterization "
                    "here; set scaling.base.* to the shape the hyperparameters were tuned at")
@@ -154,5 +173,5 @@ def compile_policy(recipe) -> dict:
         "multipliers": mult,
         "multiplier_exponents": mult_exp,
         "tensors": tensors,
-        "warnings": policy_warnings(recipe, m, lam),
+        "warnings": policy_warnings(recipe, base, m, lam),
     }
