@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from math import prod
 from dataclasses import asdict
 
 from mupctl.architecture import derive_shape, flops_per_token
@@ -32,12 +33,12 @@ def _state_bytes(tensor: dict, opt) -> int:
 def summary(recipe, tensors: list[dict]) -> dict:
     """Parameter counts, training FLOPs per token and a per-GPU memory estimate (fp32 master
     weights + fp32 grads + optimizer state; divided by world size under FSDP; activations excluded)."""
-    n = sum(_numel(t) for t in tensors)
-    n_emb = sum(_numel(t) for t in tensors if t["role"] == "embedding")
+    n = sum(prod(t["shape"]) for t in tensors)
+    n_emb = sum(prod(t["shape"]) for t in tensors if t["role"] == "embedding")
     world = recipe.launch.nproc_per_node * recipe.launch.nnodes
     shard = world if recipe.launch.strategy == "fsdp" else 1
     weights, grads = 4 * n // shard, 4 * n // shard
-    state = sum(_numel(t) * _state_bytes(t, recipe.optimizer) for t in tensors) // shard
+    state = sum(prod(t["shape"]) * _state_bytes(t, recipe.optimizer) for t in tensors) // shard
     return {
         "params": n,
         "non_embedding_params": n - n_emb,
@@ -45,13 +46,6 @@ def summary(recipe, tensors: list[dict]) -> dict:
         "memory_per_gpu_bytes": {"weights": weights, "grads": grads, "optimizer_state": state,
                                  "total": weights + grads + state},
     }
-
-
-def _numel(t: dict) -> int:
-    n = 1
-    for d in t["shape"]:
-        n *= d
-    return n
 
 
 def plan_hash(plan: dict) -> str:

@@ -118,12 +118,12 @@ def precision(recipe, device) -> str:
 
 
 class Trainer:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, recipe, device: torch.device):
         self.run_dir = run_dir
-        self.recipe = load_recipe(run_dir / "recipe.yaml")
+        self.recipe = recipe
         self.plan = json.loads((run_dir / "plan.json").read_text())
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.device = pick_device(self.recipe.launch.device, int(os.environ.get("LOCAL_RANK", 0)))
+        self.device = device
         r, t = self.recipe, self.recipe.train
         self.micro, self.accum = t.micro_batch, t.global_batch // (t.micro_batch * self.world)
         self.tokens_per_step = t.global_batch * r.model.seq_len
@@ -298,19 +298,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     die_with_parent()
-    cuda = torch.cuda.is_available() and load_recipe(args.run_dir / "recipe.yaml").launch.device != "cpu"
+    recipe = load_recipe(args.run_dir / "recipe.yaml")
+    device = pick_device(recipe.launch.device, int(os.environ.get("LOCAL_RANK", 0)))
     # torchrun's store outlives a restart: keys of the dead attempt (e.g. gloo's peer addresses)
     # would be read by the new one, so each attempt gets its own key prefix.
     store, rank, world = next(dist.rendezvous("env://"))
     store = dist.PrefixStore(f"mupctl/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
-    if cuda:
-        dist.init_process_group("nccl", store=store, rank=rank, world_size=world,
-                                device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+    if device.type == "cuda":
+        dist.init_process_group("nccl", store=store, rank=rank, world_size=world, device_id=device)
     else:
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     code = 0
     try:
-        Trainer(args.run_dir).run()
+        Trainer(args.run_dir, recipe, device).run()
     except Divergence as err:
         print(f"mupctl worker: {err}", file=sys.stderr)
         code = 1
