@@ -91,6 +91,7 @@ def test_two_nodes_join_one_run(tmp_path):
     import socket
     import subprocess
     import sys
+    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,8 +100,15 @@ def test_two_nodes_join_one_run(tmp_path):
     args = [sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), "--nnodes", "2", "--set",
             f"launch.rdzv_endpoint=127.0.0.1:{port}", "--set", "launch.rdzv_id=test", "--set", "train.steps=6",
             "--set", "launch.device=cpu", *SMALL]
-    procs = [subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    def start():
+        return subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = start()  # the second node arrives once the first has made the run (else both make it)
+    deadline = time.time() + 60
+    while not (run / "plan.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    procs = [first, start()]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert any("joining the 2-node run" in o for o in outs)
