@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --shapes 12x768 --recipes none --optimizers adamw --telemetry
     python benchmarks/throughput.py --precisions bf16,fp8 --shapes 24x2048 --recipes mup --loss-curve 200
     python benchmarks/throughput.py --micro attention --micro-only   # SDPA backends, the model's layout
+    python benchmarks/throughput.py --anchor-file nanoGPT-mup/model.py   # + the anchor measured in this run
     python benchmarks/throughput.py --merge a.json b.json --markdown all.md   # one table from several runs
     python benchmarks/throughput.py --device cpu --tiny          # CPU smoke test of the harness
 
@@ -20,6 +21,14 @@ and the host synchronizes once at the end; the figure is the median step time ov
 after --warmup steps. tokens/s = micro_batch x seq_len / median step time; MFU = tokens/s x
 (6N + 12 L d T) / (989e12 on H100/H200) with N = all parameters (`mupctl.mfu`); peak memory =
 torch.cuda.max_memory_allocated over one optimizer's steps (weights included).
+
+--anchor-file PATH (the peer's model.py: nanoGPT-mup's GPT and GPTConfig) also times the anchor model
+itself, once per shape and in the same process: GPT(GPTConfig(block_size=seq_len, vocab_size, n_layer,
+n_head=d/64, n_embd=d, dropout 0, bias=--anchor-bias, default 0 = bias-free as our rows)), compiled
+as ours, its own configure_optimizers (AdamW, fused on CUDA; decay 0.1 on dim>=2 tensors, else 0;
+lr 6e-4, betas 0.9/0.95), the same autocast, clip, batches and timing (row recipe "anchor"; N = its
+parameters, the tied weight once). Each of our rows (bf16 or fp8) of that shape then gets "vs anchor (same
+run)" = its tokens/s / the anchor's; "× anchor (published)" stays the ratio to ANCHORS (another run).
 
 For each (shape, precision, recipe) the model is built and compiled once; the optimizers reuse it
 (re-initialized), so a Muon row differs from its AdamW row by the optimizer alone. --telemetry adds
@@ -90,15 +99,19 @@ def make_plan(shape: str, recipe: str, optimizer: str, a) -> dict:
     return build_plan(load_recipe(raw=raw))
 
 
+def load_module(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_gpt_class(model_file: str | None):
     """`mupctl.model.GPT`, or the GPT of another model.py (before/after comparisons)."""
     if not model_file:
         from mupctl.model import GPT
         return GPT
-    spec = importlib.util.spec_from_file_location("bench_model", model_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.GPT
+    return load_module(model_file, "bench_model").GPT
 
 
 def gpu_kind(name: str | None) -> str | None:
@@ -148,6 +161,8 @@ class Stepper:
                 g["lr"] = g["peak_lr"] * self.lr_factor(step)
         with sdpa_context(self.a.sdpa), self.autocast:
             loss = self.model(x, y)
+        if isinstance(loss, tuple):  # the anchor's forward returns (logits, loss)
+            loss = loss[1]
         loss.backward()
         if self.a.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.a.clip)
@@ -279,6 +294,35 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
               f"{statistics.mean(losses[-10:]):.4f} step {curves[-1]['step_s'] * 1e3:.1f} ms", flush=True)
         del optimizer, stepper, data
     del model
+    if a.compile:
+        torch._dynamo.reset()
+    free_memory(device)
+
+
+def run_anchor(shape, a, device, Anchor, rows):
+    """The peer's model (--anchor-file) timed as our rows: same compile, autocast, clip, batches, timing."""
+    layers, d = parse_shape(shape)
+    free_memory(device)
+    torch.manual_seed(a.seed)
+    model = Anchor.GPT(Anchor.GPTConfig(block_size=a.seq_len, vocab_size=a.vocab, n_layer=layers,
+                                        n_head=max(1, d // 64), n_embd=d, dropout=0.0,
+                                        bias=bool(a.anchor_bias))).to(device)
+    n = sum(p.numel() for p in model.parameters())  # all parameters, the tied wte/lm_head weight once
+    m = {"d_model": d, "n_layers": layers, "seq_len": a.seq_len, "vocab_size": a.vocab}
+    plan = {"model": m, "summary": {"params": n, "flops_per_token": flops_per_token(SimpleNamespace(**m), n)}}
+    if a.compile:
+        model.compile(**({"mode": a.compile_mode} if a.compile_mode else {}))
+    batches = synthetic_batches(plan, a, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, device.type)  # nanoGPT's train.py
+    stepper = Stepper(model, optimizer, device, a)
+    r = timed_loop(stepper, batches, a.warmup, a.steps, device)
+    rows.append(base_row(shape, "anchor", "adamw", "bf16", plan, a) | measured(r, plan, device, a)
+                | {"model_file": a.anchor_file, "anchor_bias": bool(a.anchor_bias)})
+    rows[-1]["attention_ops"] = attention_ops(stepper, batches[0], device)
+    report(rows[-1])
+    del model, optimizer, stepper
     if a.compile:
         torch._dynamo.reset()
     free_memory(device)
@@ -535,21 +579,24 @@ def markdown(rows, curves, micro_rows, env, argv) -> str:
     lines = [f"GPU: {env['gpu']} · torch {env['torch']} · CUDA {env['cuda']} · cuDNN {env['cudnn']} · "
              f"Python {env['python']}", "", f"Command: `{argv}`", ""]
     lines += ["| shape | params | recipe | optimizer | precision | variant | step ms | tokens/s | MFU | "
-              "× anchor | MFU Δ pts | vs none | peak GiB | first step s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "vs anchor (same run) | × anchor (published) | MFU Δ pts (published) | vs none | peak GiB | "
+              "first step s |", "|" + " --- |" * 15]
     for r in rows:
         if r.get("skipped"):
             why = "rejected at plan time" if r["skipped"].startswith("rejected") else r["skipped"][:80]
             lines.append(f"| {r['shape']} | | {r['recipe']} | {r['optimizer']} | {r['precision']} | skipped: "
-                         f"{why} | | | | | | | | |")
+                         f"{why} | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['shape']} | {r['params'] / 1e6:,.0f}M | {r['recipe']} | {r['optimizer']} | {r['precision']} | "
             f"{r['variant']}{' [' + r['label'] + ']' if r.get('label') else ''} | {r['step_ms']:.2f} | "
-            f"{r['tokens_per_s']:,.0f} | "
-            f"{fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}% | {fmt(r.get('x_anchor'), '.3f')} | "
+            f"{r['tokens_per_s']:,.0f} | {fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}% | "
+            f"{fmt(r.get('vs_anchor_same_run'), '.3f')} | {fmt(r.get('x_anchor'), '.3f')} | "
             f"{fmt(r.get('mfu_pts_vs_anchor'), '+.1f')} | {fmt(r.get('vs_none'), '.3f')} | "
             f"{fmt(r['peak_gib'], '.1f')} | {fmt(r['first_step_s'], '.1f')} |")
+    lines += ["", "vs anchor (same run) = tokens/s ÷ the `anchor` row's (the peer model, --anchor-file) of the same "
+              "shape, measured in the same run; × anchor (published) and MFU Δ pts (published) compare with the "
+              "ANCHORS.md figures for this GPU (another run; only at micro batch 16 × 1024, vocab 50304)."]
     muon = [r for r in rows if r.get("muon_overhead_pct") is not None]
     if muon:
         lines += ["", "Muon step overhead vs AdamW (same compiled model): " + "; ".join(
@@ -588,7 +635,7 @@ def markdown(rows, curves, micro_rows, env, argv) -> str:
 def derive(rows, curves) -> None:
     """Cross-row figures: vs none, Muon overhead, FP8 speed-up, FP8 loss-curve distance."""
     plain = {(r["shape"], r["recipe"], r["optimizer"], r["precision"], r.get("label", "")): r for r in rows
-             if not r.get("skipped") and r["variant"] == "step"}
+             if not r.get("skipped") and r["variant"] == "step" and r["recipe"] != "anchor"}
     for (shape, recipe, opt, prec, label), r in plain.items():
         none = plain.get((shape, "none", opt, prec, label))
         if none and recipe != "none":
@@ -607,6 +654,15 @@ def derive(rows, curves) -> None:
             means = lambda xs: [statistics.mean(xs[i:i + w]) for i in range(0, len(xs) - w + 1, w)]  # noqa: E731
             c["max_window_diff"] = max((abs(p - q) for p, q in zip(means(c["losses"]), means(b["losses"]))),
                                        default=None)
+
+
+def same_run_anchor(rows) -> None:
+    """Our rows (bf16 or fp8): tokens/s ÷ the (bf16) anchor row's of the same shape. Only within one run."""
+    anchor = {r["shape"]: r for r in rows if r["recipe"] == "anchor" and not r.get("skipped")}
+    for r in rows:
+        ref = anchor.get(r["shape"])
+        if ref and r["recipe"] != "anchor" and not r.get("skipped"):
+            r["vs_anchor_same_run"] = r["tokens_per_s"] / ref["tokens_per_s"]
 
 
 def environment(device) -> dict:
@@ -663,6 +719,10 @@ def main(argv=None) -> None:
     p.add_argument("--clip", type=float, default=1.0, help="grad-norm clip as the worker (0: off)")
     p.add_argument("--no-autocast", dest="autocast", action="store_false")
     p.add_argument("--model-file", default=None, help="take GPT from this model.py instead (A/B runs)")
+    p.add_argument("--anchor-file", default=None, metavar="PATH",
+                   help="also time the peer model (nanoGPT-mup model.py: GPT, GPTConfig) per shape, in this run")
+    p.add_argument("--anchor-bias", type=int, default=0, choices=[0, 1],
+                   help="the anchor's GPTConfig.bias (0: bias-free, as our rows)")
     p.add_argument("--label", default="", help="free text stored in every row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=0, help="seconds; skip groups that start after it")
@@ -693,6 +753,7 @@ def main(argv=None) -> None:
         torch._inductor.config.fx_graph_cache = False
         torch._functorch.config.enable_autograd_cache = False
     GPT = load_gpt_class(a.model_file)
+    Anchor = load_module(a.anchor_file, "anchor_model") if a.anchor_file else None
     env = environment(device)
     cmd = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     print(f"{env['gpu']} · torch {env['torch']} · CUDA {env['cuda']} · cuDNN {env['cudnn']}\n{cmd}", flush=True)
@@ -702,6 +763,7 @@ def main(argv=None) -> None:
 
     def save():
         derive(rows, curves)
+        same_run_anchor(rows)
         if a.json:
             Path(a.json).write_text(json.dumps({"env": env, "command": cmd, "args": vars(a), "rows": rows,
                                                 "curves": curves, "micro": micro_rows}, indent=1, default=str))
@@ -710,26 +772,30 @@ def main(argv=None) -> None:
         micro(a, device, micro_rows)
         save()
     for shape in [] if a.micro_only else a.shapes:
-        for precision in a.precisions:
-            for recipe in a.recipes:
-                if a.time_budget and time.perf_counter() - t_start > a.time_budget:
-                    print(f"  time budget spent: skipping {shape} {precision} {recipe}", flush=True)
-                    rows.extend(base_row(shape, recipe, o, precision, None, a) | {"skipped": "time budget"}
-                                for o in a.optimizers)
-                    continue
-                t0 = time.perf_counter()
-                try:
+        groups = [("bf16", "anchor")] * bool(Anchor) + [(p, r) for p in a.precisions for r in a.recipes]
+        for precision, recipe in groups:
+            opts = ["adamw"] if recipe == "anchor" else a.optimizers
+            if a.time_budget and time.perf_counter() - t_start > a.time_budget:
+                print(f"  time budget spent: skipping {shape} {precision} {recipe}", flush=True)
+                rows.extend(base_row(shape, recipe, o, precision, None, a) | {"skipped": "time budget"}
+                            for o in opts)
+                continue
+            t0 = time.perf_counter()
+            try:
+                if recipe == "anchor":
+                    run_anchor(shape, a, device, Anchor, rows)
+                else:
                     run_group(shape, precision, recipe, a, device, GPT, rows, curves)
-                except Exception as exc:  # keep the other groups' numbers
-                    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                    print(f"  FAILED {shape} {precision} {recipe}: {msg}", flush=True)
-                    rows.extend(base_row(shape, recipe, o, precision, None, a) | {"skipped": f"failed: {msg}"}
-                                for o in a.optimizers)
-                    torch._dynamo.reset()
-                    free_memory(device)
-                print(f"  [{shape} {precision} {recipe}: {time.perf_counter() - t0:.0f} s, "
-                      f"total {time.perf_counter() - t_start:.0f} s]", flush=True)
-                save()
+            except Exception as exc:  # keep the other groups' numbers
+                msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                print(f"  FAILED {shape} {precision} {recipe}: {msg}", flush=True)
+                rows.extend(base_row(shape, recipe, o, precision, None, a) | {"skipped": f"failed: {msg}"}
+                            for o in opts)
+                torch._dynamo.reset()
+                free_memory(device)
+            print(f"  [{shape} {precision} {recipe}: {time.perf_counter() - t0:.0f} s, "
+                  f"total {time.perf_counter() - t_start:.0f} s]", flush=True)
+            save()
     save()
     md = markdown(rows, curves, micro_rows, env, cmd)
     if a.markdown:
