@@ -150,16 +150,13 @@ def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: Li
                 seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
                 as_json: bool = JsonOpt):
     """Activation RMS per role across widths or depths (PNG + JSON); exit 1 when not flat."""
-    from mupctl.diagnostics.coord_cli import run_coord_check
+    from mupctl.diagnostics.coord_cli import format_summary, run_coord_check
     w, d = _sizes(widths, depths)
     summary = run_coord_check(recipe, set_, w, d, steps, batch, seq_len, out, threshold=threshold, seed=seed)
     if as_json:
         emit_json(summary)
     else:
-        worst = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
-                          for k, v in summary["max_abs_slope"].items())
-        print(f"coord-check {'PASS' if summary['pass'] else 'FAIL'} (|slope| <= {threshold}): {worst}; "
-              f"{summary['png']}")
+        print(format_summary(summary))
     if not summary["pass"]:
         raise typer.Exit(EXIT_FAILURE)
 

@@ -255,13 +255,13 @@ class Trainer:
                          "tokens": done * self.tokens_per_step, "tokens_per_s": tps,
                          "mfu": mfu(tps, self.plan["summary"]["flops_per_token"], self.device_name, self.world),
                          "grad_norm": grad_norm.item()})
+            paused = time.perf_counter()  # throughput counts training time only: eval and saves are left out
             if t.eval_interval and (done % t.eval_interval == 0 or is_last):
                 log.log({"step": done, "val_loss": self.evaluate()})
-                last_time = time.perf_counter()  # throughput counts training time only
             stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
             if ckpt_now or (stop and r.checkpoint.interval):
                 log.log({"step": done, "checkpoint_blocked_s": self.save(done)})
-                last_time = time.perf_counter()
+            last_time += time.perf_counter() - paused
             if fault and done == fault and restart == 0 and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:

@@ -86,7 +86,8 @@ def test_coord_check_mup_is_flat_and_sp_is_not(recipe, tmp_path):
     assert mup["pass"], mup["max_abs_slope"]
     report = json.loads((tmp_path / "mup" / "coord_check.json").read_text())
     assert report["summary"]["axis"] == "width" and report["scaling_recipe"] == "mup"
-    assert set(report["rms"]) == {"embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered"}
+    assert set(report["rms"]) == {"embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered",
+                                  "residual_delta", "logits_centered_delta"}
     assert len(report["slopes"]["logits"]) == 5 and report["base"]["d_model"] == 32
     assert (tmp_path / "mup" / "coord_check.png").stat().st_size > 10_000
     sp = run_coord_check(recipe, ["scaling.recipe=none", "optimizer.lr=1e-2"], out_dir=tmp_path / "sp", **common)

@@ -8,9 +8,17 @@ an explicit `model.d_ff` or `model.n_kv_heads` grows in proportion. Depth L: `mo
 `scaling.base` is pinned to the recipe's resolved base shape, so m = w / base.d_model and
 λ = L / base.n_layers (an unset base field would otherwise follow each size and give m = λ = 1).
 
-Verdict: per judged role, max over steps t ≥ 2 of |d log2 rms / d log2 size| ≤ threshold. Across
-depth only `residual` and `logits_centered` are judged: under depth_mup the branch outputs
-(`attn_out`, `mlp_out`) carry the 1/λ multiplier and shrink with depth by design.
+Verdict (`pass`, which decides the exit code): per judged role, max over steps t ≥ 2 of
+|d log2 rms / d log2 size| ≤ threshold. Across depth only `residual` and `logits_centered` are
+judged: under depth_mup the branch outputs (`attn_out`, `mlp_out`) carry the 1/λ multiplier and
+shrink with depth by design.
+
+Δ verdict (`delta_verdict`, reported next to it, never instead of it): the same test over the
+Δ-from-init roles `residual_delta` and `logits_centered_delta` (RMS of h_t(x₀) − h_0(x₀) on the
+step-0 batch; `coord_check` module docstring). Across depth this is the quantity depth-μP
+(CompleteP, α = 1) makes Θ(1): feature learning, the change of the representation from init. The
+raw `residual` RMS also carries the sum of the L random init branch outputs, √L · 1/L = L^-½ under
+depth_mup; the two verdicts can differ only where that init term is not small against Δ.
 """
 
 from __future__ import annotations
@@ -29,6 +37,17 @@ AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
 DEPTH_ROLES = ["residual", "logits_centered"]
 DEPTH_NOTE = ("across depth only residual and logits_centered are judged: under depth_mup the branch "
               "outputs (attn_out, mlp_out) carry the 1/L multiplier and shrink with depth by design")
+DELTA_NOTE = ("delta_verdict judges the change from init on the fixed step-0 batch, RMS(h_t(x0) - h_0(x0)), of "
+              "the residual stream entering the final norm and of the centred logits; Δ = 0 at step 0, so "
+              "its slopes start at step 1 (null at step 0); it is reported next to pass, which alone sets "
+              "the exit code")
+THEORY_NOTE = {
+    "depth_mup": ("depth-μP (CompleteP, α = 1) predicts a flat delta_verdict: L branch updates × the 1/L "
+                  "multiplier add up to Θ(1)"),
+    "other": ("no depth rule here (branch multiplier 1): the L branch updates add up ∝ L, so residual_delta "
+              "should grow with slope ≈ +1 and delta_verdict fail"),
+    "width": "μP predicts both the activations (pass) and their change from init (delta_verdict) flat in width",
+}
 FROM_STEP = 2
 
 
@@ -120,8 +139,11 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                     seed: int = 0) -> dict:
     """Run the coordinate check in process; write `coord_check.json` and `coord_check.png` to out_dir;
     return the summary: {"axis", "sizes", "pass", "threshold", "from_step", "judged_roles",
-    "max_abs_slope" {role: …}, "note", "json", "png"} (non-finite numbers as null)."""
-    from mupctl.diagnostics.coord_check import coord_check, summarize
+    "max_abs_slope" {role: …}, "note", "delta_verdict" {"pass", "threshold", "from_step",
+    "judged_roles", "max_abs_slope", "note"}, "theory", "json", "png"} (non-finite numbers as null).
+    `pass` is the raw-RMS verdict (as before the Δ roles existed) and alone decides the CLI's exit
+    code; `theory` names the verdict the scaling theory of this axis and recipe speaks to."""
+    from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, summarize
     from mupctl.diagnostics.plots import plot_coord_check, require_matplotlib
 
     axis, sizes = choose_axis(widths, depths)
@@ -145,16 +167,39 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                         f"{first.model.vocab_size}", "model.vocab_size")
 
     result = coord_check(plans.__getitem__, sizes, steps, batch, seq_len, seed)
-    roles = DEPTH_ROLES if axis == "depth" else sorted(result["slopes"])
+    roles = DEPTH_ROLES if axis == "depth" else sorted(r for r in result["slopes"] if r not in DELTA_ROLES)
     verdict = summarize(result, threshold, FROM_STEP, roles)
+    delta = summarize(result, threshold, FROM_STEP, DELTA_ROLES)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    theory = THEORY_NOTE["width" if axis == "width" else
+                         "depth_mup" if first.scaling.recipe == "depth_mup" else "other"]
     summary = {"axis": axis, "sizes": sizes, "judged_roles": roles, **verdict,
-               "note": DEPTH_NOTE if axis == "depth" else "across width every recorded role is judged",
-               "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
+               "note": DEPTH_NOTE if axis == "depth" else "across width every recorded RMS role is judged",
+               "delta_verdict": {**delta, "judged_roles": list(DELTA_ROLES), "note": DELTA_NOTE},
+               "theory": theory, "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
     report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "optimizer": first.optimizer.name,
               "base": resolved_base(first), "overrides": list(overrides), "batch": batch, "seq_len": seq_len,
               "seed": seed, **result, "summary": summary}
     write_json(out / "coord_check.json", report)
     plot_coord_check(report, out / "coord_check.png")
     return finite_json(summary)
+
+
+def _worst(max_abs_slope: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" if v is not None and math.isfinite(v) else f"{k} n/a"
+                     for k, v in max_abs_slope.items())
+
+
+def format_summary(summary: dict) -> str:
+    """The human-readable lines of a `run_coord_check` summary: the raw-RMS verdict (`pass`, the exit
+    code; the same line as before the Δ roles existed), the Δ-from-init verdict (`delta_verdict`), and
+    which of the two the theory of this axis and recipe speaks to (`theory`)."""
+    delta = summary["delta_verdict"]
+    return "\n".join([
+        f"coord-check {'PASS' if summary['pass'] else 'FAIL'} (|slope| <= {summary['threshold']}): "
+        f"{_worst(summary['max_abs_slope'])}; {summary['png']}",
+        f"  delta from init (delta_verdict) {'PASS' if delta['pass'] else 'FAIL'} "
+        f"(|slope| <= {delta['threshold']}, steps >= {delta['from_step']}): {_worst(delta['max_abs_slope'])}",
+        f"  {summary['theory']}",
+    ])

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from mupctl.errors import UserError
 
-ROLE_ORDER = ["embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered"]
+ROLE_ORDER = ["embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered",
+              "residual_delta", "logits_centered_delta"]
+"""Panel order: the RMS roles, then the Δ-from-init roles (RMS of h_t(x₀) − h_0(x₀)) on their own row."""
 
 
 def require_matplotlib() -> None:
@@ -29,11 +31,19 @@ def _positive(values) -> list[float]:
     return [v if v is not None and math.isfinite(v) and v > 0 else math.nan for v in values]
 
 
+def _slope_text(value) -> str:
+    return f"{value:+.2f}" if value is not None and math.isfinite(value) else "n/a"
+
+
 def plot_coord_check(report: dict, path: Path) -> None:
     """One panel per role: RMS vs size (log2 x, log y), one line per step t colored by t, the
-    fitted slope at the last step in the title (μP papers' coordinate-check figure)."""
+    fitted slope at the last step in the title (μP papers' coordinate-check figure). The Δ-from-init
+    roles (`residual_delta`, `logits_centered_delta`: RMS of h_t(x₀) − h_0(x₀)) get panels of their
+    own; their t = 0 line is 0 and so not drawn (a log axis has no 0). Each title says which verdict
+    judges the role: `pass` (no mark), `delta_verdict` ("Δ verdict") or neither ("not judged")."""
     plt = _pyplot()
     summary, steps, sizes = report["summary"], report["steps"], report["sizes"]
+    delta = summary.get("delta_verdict") or {"judged_roles": [], "pass": None}
     roles = [r for r in ROLE_ORDER if r in report["rms"]] + sorted(set(report["rms"]) - set(ROLE_ORDER))
     cols = 3
     rows = math.ceil(len(roles) / cols)
@@ -45,17 +55,20 @@ def plot_coord_check(report: dict, path: Path) -> None:
                     color=cmap(t / max(steps, 1)), label=f"t={t}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        judged = "" if role in summary["judged_roles"] else " (not judged)"
-        ax.set_title(f"{role}{judged}\nslope at t={steps}: {report['slopes'][role][steps]:+.2f}", fontsize=9)
+        judged = ("" if role in summary["judged_roles"] else " (Δ verdict)" if role in delta["judged_roles"]
+                  else " (not judged)")
+        ax.set_title(f"{role}{judged}\nslope at t={steps}: {_slope_text(report['slopes'][role][steps])}",
+                     fontsize=9)
         ax.set_xlabel(summary["axis"])
-        ax.set_ylabel("RMS")
+        ax.set_ylabel("RMS of Δ from init (probe batch x₀)" if role.endswith("_delta") else "RMS")
     for ax in list(axes.flat)[len(roles):]:
         ax.axis("off")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, steps)), ax=axes, label="step t",
                  shrink=0.8)
     verdict = "PASS" if summary["pass"] else "FAIL"
+    delta_text = "" if delta["pass"] is None else f"; Δ from init: {'PASS' if delta['pass'] else 'FAIL'}"
     fig.suptitle(f"{report['name']} ({report['scaling_recipe']}, {report['optimizer']}): coordinate check over "
-                 f"{summary['axis']} — {verdict} (max |slope| from step {summary['from_step']} "
+                 f"{summary['axis']} — RMS: {verdict}{delta_text} (max |slope| from step {summary['from_step']} "
                  f"≤ {summary['threshold']:g})", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
