@@ -2,8 +2,9 @@
 # LR-transfer evidence on a GPU (issue 6): OUT=dir bash benchmarks/transfer_sweeps.sh JOB… where JOB is
 #   width-mup width-none depth-depth_mup depth-mup muon coord
 # Jobs run in order until BUDGET seconds (default 540) are used; a sweep cut short by the budget is
-# resumed by the next call with the same WORK dir (finished cells are skipped). Results are staged in
-# $WORK/stage and packed into $OUT/results.tgz at exit (docs/results/ holds them).
+# resumed by the next call (finished cells are skipped). Reports are staged in $WORK/stage; at exit
+# $OUT/results.tgz gets the reports plus every cell's metrics.jsonl / DIVERGED.json, so nothing is
+# lost when the machine goes back: RESTORE=that results.tgz puts the cells back into WORK first.
 # Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, LRS, STEPS, SEEDS, PARALLEL,
 # EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4" … width-mup
@@ -13,7 +14,12 @@ OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
 STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-8}; EXTRA=${EXTRA:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
-trap 'tar -czf "$OUT/results.tgz" -C "$STAGE" .' EXIT
+if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK" --wildcards 'sweeps/*'; fi
+pack() {  # reports + the cells' results (what a resumed sweep needs to skip them)
+  (cd "$WORK" && find sweeps -name metrics.jsonl -o -name DIVERGED.json) > "$WORK/cells.txt"
+  tar -czf "$OUT/results.tgz" -C "$STAGE" . -C "$WORK" -T "$WORK/cells.txt"
+}
+trap pack EXIT
 
 left() { echo $(( DEADLINE - $(date +%s) )); }
 sweep() {  # NAME RECIPE AXIS SIZES LRS [--set …]: one sweep, cut at the deadline, resumable
