@@ -285,8 +285,8 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
 
     for cell in cells:
         cell["action"] = {"new": "launched", "partial": "resumed"}.get(cell_state(Path(cell["dir"]), steps), "skipped")
-    jobs = [c | {"argv": cell_argv(recipe_path, c, c["action"] == "resumed")}
-            for c in cells if c["action"] != "skipped"]
+    jobs = sorted((c | {"argv": cell_argv(recipe_path, c, c["action"] == "resumed")}
+                   for c in cells if c["action"] != "skipped"), key=lambda c: -c["size"])  # longest first
     note(f"{len(cells)} cells ({len(sizes)} sizes × {len(lrs)} LRs × {seeds} seeds): {len(jobs)} to run, "
          f"{len(cells) - len(jobs)} finished or diverged before; {parallel} at a time"
          + (f" on GPUs {groups}" if groups else ""))
