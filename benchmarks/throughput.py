@@ -48,6 +48,7 @@ import contextlib
 import gc
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -764,9 +765,11 @@ def main(argv=None) -> None:
     def save():
         derive(rows, curves)
         same_run_anchor(rows)
-        if a.json:
-            Path(a.json).write_text(json.dumps({"env": env, "command": cmd, "args": vars(a), "rows": rows,
-                                                "curves": curves, "micro": micro_rows}, indent=1, default=str))
+        if a.json:  # tmp + rename: a run killed mid-write keeps the last complete file
+            tmp = Path(a.json + ".tmp")
+            tmp.write_text(json.dumps({"env": env, "command": cmd, "args": vars(a), "rows": rows,
+                                       "curves": curves, "micro": micro_rows}, indent=1, default=str))
+            os.replace(tmp, a.json)
 
     if a.micro:
         micro(a, device, micro_rows)

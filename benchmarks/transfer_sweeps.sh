@@ -2,9 +2,9 @@
 # LR-transfer evidence on a GPU (issue 6): OUT=dir bash benchmarks/transfer_sweeps.sh JOB… where JOB is
 #   width-mup width-none depth-depth_mup depth-mup muon coord
 # Jobs run in order until BUDGET seconds (default 540) are used; a sweep cut short by the budget is
-# resumed by the next call (finished cells are skipped). Reports are staged in $WORK/stage; at exit
-# $OUT/results.tgz gets the reports plus every cell's metrics.jsonl / DIVERGED.json, so nothing is
-# lost when the machine goes back: RESTORE=that results.tgz puts the cells back into WORK first.
+# resumed by the next call (finished cells are skipped). At exit $OUT/results.tgz holds stage/ (the
+# reports) and every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, so
+# nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
 # Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, LRS, STEPS, SEEDS, PARALLEL,
 # EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4" … width-mup
@@ -14,10 +14,20 @@ OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
 STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-8}; EXTRA=${EXTRA:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
-if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK" --wildcards 'sweeps/*'; fi
-pack() {  # reports + the cells' results (what a resumed sweep needs to skip them)
-  (cd "$WORK" && find sweeps -name metrics.jsonl -o -name DIVERGED.json) > "$WORK/cells.txt"
-  tar -czf "$OUT/results.tgz" -C "$STAGE" . -C "$WORK" -T "$WORK/cells.txt"
+if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK"; fi
+pack() {  # the reports + what a resumed sweep needs to skip the finished cells (unfinished ones rerun)
+  "$PY" - "$WORK" "$STEPS" > "$WORK/cells.txt" <<'PY'
+import sys
+from pathlib import Path
+from mupctl.diagnostics.sweep import cell_state
+work, steps = Path(sys.argv[1]), int(sys.argv[2])
+for cell in sorted(work.glob("sweeps/*/cells/*")):
+    if cell_state(cell, steps) in ("done", "diverged"):
+        for name in ("metrics.jsonl", "DIVERGED.json", "recipe.yaml"):
+            if (cell / name).exists():
+                print((cell / name).relative_to(work))
+PY
+  tar -czf "$OUT/results.tgz" -C "$WORK" stage -T "$WORK/cells.txt"
 }
 trap pack EXIT
 
@@ -32,7 +42,8 @@ sweep() {  # NAME RECIPE AXIS SIZES LRS [--set …]: one sweep, cut at the deadl
 }
 cc() {  # NAME RECIPE ARGS…: a coordinate check near the base optimum LR (in-process, seconds)
   local name=$1; shift
-  "$PY" -m mupctl coord-check "$@" --steps 5 --batch 16 --out "$WORK/cc-$name" --set optimizer.lr=1e-3
+  if (( $(left) < 30 )); then echo "skip coord $name: budget used"; return; fi
+  timeout "$(left)" "$PY" -m mupctl coord-check "$@" --steps 5 --batch 16 --out "$WORK/cc-$name" --set optimizer.lr=1e-3
   for ext in json png; do cp "$WORK/cc-$name/coord_check.$ext" "$STAGE/coord-$name.$ext" 2>/dev/null; done
 }
 

@@ -255,8 +255,11 @@ class Trainer:
                          "tokens": done * self.tokens_per_step, "tokens_per_s": tps,
                          "mfu": mfu(tps, self.plan["summary"]["flops_per_token"], self.device_name, self.world),
                          "grad_norm": grad_norm.item()})
+            eval_now = bool(t.eval_interval) and (done % t.eval_interval == 0 or is_last)
+            if eval_now and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the queued training work is not eval time
             paused = time.perf_counter()  # throughput counts training time only: eval and saves are left out
-            if t.eval_interval and (done % t.eval_interval == 0 or is_last):
+            if eval_now:
                 log.log({"step": done, "val_loss": self.evaluate()})
             stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
             if ckpt_now or (stop and r.checkpoint.interval):

@@ -20,7 +20,7 @@ number). Why it matters across depth: under depth_mup (branch multiplier 1/L, L 
 the L random init branch outputs are uncorrelated and add up to √L · 1/L = L^-½, which can tilt
 the raw `residual` RMS, while the updates of the L branches are aligned and add up to L · 1/L = Θ(1):
 the theory (CompleteP; Tensor Programs VI; Bordelon et al.) predicts a flat Δ. Without the 1/L
-multiplier (mup, none) the updates add up to Θ(L): Δ has slope ≈ +1.
+multiplier (mup, none) the updates add up to O(L): Δ grows with depth (slope up to ≈ +1).
 """
 
 from __future__ import annotations

@@ -41,12 +41,14 @@ DELTA_NOTE = ("delta_verdict judges the change from init on the fixed step-0 bat
               "the residual stream entering the final norm and of the centred logits; Δ = 0 at step 0, so "
               "its slopes start at step 1 (null at step 0); it is reported next to pass, which alone sets "
               "the exit code")
-THEORY_NOTE = {
-    "depth_mup": ("depth-μP (CompleteP, α = 1) predicts a flat delta_verdict: L branch updates × the 1/L "
-                  "multiplier add up to Θ(1)"),
-    "other": ("no depth rule here (branch multiplier 1): the L branch updates add up ∝ L, so residual_delta "
-              "should grow with slope ≈ +1 and delta_verdict fail"),
-    "width": "μP predicts both the activations (pass) and their change from init (delta_verdict) flat in width",
+THEORY_NOTE = {  # (axis, whether the recipe scales that axis) → what the theory predicts
+    ("depth", True): ("depth-μP (CompleteP, α = 1) predicts a flat delta_verdict: L branch updates × the 1/L "
+                      "multiplier add up to Θ(1)"),
+    ("depth", False): ("no depth rule here (branch multiplier 1): the L branch updates add up to O(L), so "
+                       "residual_delta should grow with depth (slope up to ≈ +1) and delta_verdict fail"),
+    ("width", True): "μP predicts both the activations (pass) and their change from init (delta_verdict) flat in width",
+    ("width", False): ("no width rule here (standard parameterization): updates grow with width, so both "
+                       "verdicts should fail after a few steps at a tuned LR"),
 }
 FROM_STEP = 2
 
@@ -172,8 +174,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     delta = summarize(result, threshold, FROM_STEP, DELTA_ROLES)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    theory = THEORY_NOTE["width" if axis == "width" else
-                         "depth_mup" if first.scaling.recipe == "depth_mup" else "other"]
+    scaled = first.scaling.recipe == "depth_mup" if axis == "depth" else first.scaling.recipe != "none"
+    theory = THEORY_NOTE[axis, scaled]
     summary = {"axis": axis, "sizes": sizes, "judged_roles": roles, **verdict,
                "note": DEPTH_NOTE if axis == "depth" else "across width every recorded RMS role is judged",
                "delta_verdict": {**delta, "judged_roles": list(DELTA_ROLES), "note": DELTA_NOTE},
