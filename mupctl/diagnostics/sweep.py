@@ -184,8 +184,9 @@ def slot_env(slot: int, groups: list[list[str]], parallel: int) -> dict:
 
 
 def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
-    """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"] and job["seconds"]. Output goes
-    to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM (a clean stop)."""
+    """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"], job["seconds"], job["gpus"] (the
+    CUDA_VISIBLE_DEVICES it gave the job, None on CPU) and job["started"] / job["ended"] (time.time()).
+    Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM."""
     pending, running = list(jobs), {}
     old_term = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -194,13 +195,15 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
                 if slot not in running and pending:
                     job = pending.pop(0)
                     Path(job["dir"]).mkdir(parents=True, exist_ok=True)
+                    env = slot_env(slot, groups, parallel)
+                    job["gpus"], job["started"] = env["CUDA_VISIBLE_DEVICES"] if groups else None, time.time()
                     with open(Path(job["dir"]) / "sweep.log", "a") as log:
-                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT,
-                                                env=slot_env(slot, groups, parallel))
+                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env)
                     running[slot] = (job, proc, time.perf_counter())
             for slot, (job, proc, t0) in list(running.items()):
                 if proc.poll() is not None:
                     job["rc"], job["seconds"] = proc.returncode, round(time.perf_counter() - t0, 2)
+                    job["ended"] = time.time()
                     del running[slot]
                     note(f"{job['id']}: exit {job['rc']} after {job['seconds']} s")
             time.sleep(POLL_S)
@@ -297,7 +300,7 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
         state = cell_state(run_dir, steps)
         cell["status"] = state if state in ("done", "diverged") else "failed"
         cell["final_train_loss"], cell["final_val_loss"] = cell_losses(run_dir, steps)
-        cell["seconds"] = timing.get(cell["id"], {}).get("seconds")
+        cell |= {k: timing.get(cell["id"], {}).get(k) for k in ("seconds", "gpus", "started", "ended")}
 
     counts = {k: sum(c["action"] == k for c in cells) for k in ("launched", "resumed", "skipped")} | \
         {k: sum(c["status"] == k for c in cells) for k in ("done", "diverged", "failed")}
