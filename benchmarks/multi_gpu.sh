@@ -189,11 +189,11 @@ crc=0
 exited 0, has one train row per step 1..60, and its losses equal the resumed run's exactly."""
 import json, statistics, sys
 from pathlib import Path
+from mupctl.metrics import read_jsonl
 run, n, out, ref, exact, ref_rc = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), \
     sys.argv[5] == "1", sys.argv[6]
 
-jsonl = lambda path: [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
-rows, events = jsonl(run / "metrics.jsonl"), jsonl(run / "events.jsonl")
+rows, events = read_jsonl(run / "metrics.jsonl"), read_jsonl(run / "events.jsonl")
 train = [r for r in rows if "loss" in r]
 ckpt_steps = [r["step"] for r in rows if "checkpoint_blocked_s" in r]
 metas = [json.loads(p.read_text()) for p in sorted((run / "checkpoints").glob("step_*/meta.json"))]
@@ -213,7 +213,7 @@ checks = {
     "loss well below its start (mean 41-45 < loss(1) - 1)": bool(after) and 1 in loss
         and statistics.mean(after) < loss[1] - 1,
 }
-ref_train = [r for r in jsonl(ref / "metrics.jsonl") if "loss" in r]
+ref_train = [r for r in read_jsonl(ref / "metrics.jsonl") if "loss" in r]
 ref_loss = {r["step"]: r["loss"] for r in ref_train}
 common = [s for s in range(1, 61) if s in ref_loss and s in loss]
 max_diff = max(abs(ref_loss[s] - loss[s]) for s in common) if common else None

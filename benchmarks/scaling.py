@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from mupctl.errors import UserError  # noqa: E402
+from mupctl.metrics import read_jsonl  # noqa: E402
 from mupctl.mfu import mfu, peak_flops  # noqa: E402
 from mupctl.plan import build_plan  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
@@ -166,9 +167,7 @@ def kill_run(proc: subprocess.Popen, run_dir: Path) -> None:
 
 
 def train_rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return [r for r in rows if "tokens_per_s" in r]
+    return [r for r in read_jsonl(run_dir / "metrics.jsonl") if "tokens_per_s" in r]
 
 
 def measure(rows: list[dict], warmup: int, tokens_per_step: int) -> dict | None:

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from mupctl.errors import EXIT_FAILURE, RunFailure, UserError
+from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, warn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
@@ -29,8 +29,7 @@ def _plan(path: Optional[Path], overrides: List[str], use_mup: bool) -> dict:
     from mupctl.plan import build_plan
     from mupctl.recipe import load_recipe
     p = build_plan(load_recipe(path, overrides, use_mup=use_mup))
-    for w in p["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+    warn(p["warnings"])
     return p
 
 
@@ -202,8 +201,7 @@ def tune(sweep_dir: Path = typer.Argument(..., help="a sweep --out directory"),
 def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool) -> dict:
     from mupctl.diagnostics.tune import emit_recipe
     tuned = emit_recipe(sweep_dir, target, out, force)
-    for w in tuned["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+    warn(tuned["warnings"])
     print(f"wrote {tuned['path']}: {tuned['lr_key']} = {tuned['lr']:.3g} (measured at size "
           f"{tuned['reference_size']}); check it with `mupctl plan {tuned['path']}`", file=sys.stderr)
     return tuned

@@ -1,8 +1,11 @@
-"""Errors with stable exit codes.
+"""Errors with stable exit codes, and warnings.
 
 `UserError` is bad input (a recipe field, a flag, a run directory): the CLI prints its one-line
 message and exits 2 with nothing written or launched. `RunFailure` is a runtime failure: exit 1.
+`warn` prints legal but probably unintended settings (a plan's "warnings") on stderr.
 """
+
+import sys
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -23,3 +26,9 @@ class RunFailure(Exception):
     """A run that started and failed (worker crash past the restart limit, divergence)."""
 
     exit_code = EXIT_FAILURE
+
+
+def warn(messages: list[str]) -> None:
+    """One `warning: …` line per message on stderr (stdout stays clean for --json)."""
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)

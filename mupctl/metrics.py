@@ -17,6 +17,11 @@ import sys
 from pathlib import Path
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file (metrics.jsonl, events.jsonl); [] when it does not exist."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def truncate_metrics(path: Path, keep_through_step: int) -> None:
     """Drop rows with step > keep_through_step (atomic rewrite)."""
     if not path.exists():

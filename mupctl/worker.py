@@ -89,7 +89,7 @@ def build(plan: dict, recipe, device: torch.device, world: int):
     model = GPT(plan, device=device, activation_checkpointing=recipe.train.activation_checkpointing)
     cuda = device.type == "cuda"
     compile_on = recipe.train.compile is True or (recipe.train.compile == "auto" and cuda)
-    bf16 = precision(recipe, device) in ("bf16", "fp8")  # fp8 matmuls inside bf16 autocast
+    bf16 = bf16_compute(recipe, device)
     if precision(recipe, device) == "fp8":
         from mupctl.fp8 import apply_fp8
         apply_fp8(model)
@@ -117,6 +117,11 @@ def precision(recipe, device) -> str:
     return ("bf16" if device.type == "cuda" else "fp32") if p == "auto" else p
 
 
+def bf16_compute(recipe, device) -> bool:
+    """bf16 autocast (DDP) or bf16 parameters (FSDP2): bf16, and fp8, whose fp8 matmuls sit inside it."""
+    return precision(recipe, device) in ("bf16", "fp8")
+
+
 class Trainer:
     def __init__(self, run_dir: Path, recipe, device: torch.device):
         self.run_dir = run_dir
@@ -132,7 +137,7 @@ class Trainer:
         self.data = open_data(r.data, r.model.vocab_size, r.model.seq_len, t.seed)
         self.ckpt = Checkpointer(run_dir / "checkpoints", r.checkpoint.keep_last, r.checkpoint.async_save)
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) \
-            if precision(r, self.device) in ("bf16", "fp8") and r.launch.strategy != "fsdp" else contextlib.nullcontext()
+            if bf16_compute(r, self.device) and r.launch.strategy != "fsdp" else contextlib.nullcontext()
         self.stop = StopFlag()
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
 

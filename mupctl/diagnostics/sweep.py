@@ -18,7 +18,6 @@ skipped, an unfinished one is continued with `mupctl resume`, a missing one is t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -32,6 +31,7 @@ import numpy as np
 from mupctl.diagnostics.coord_cli import choose_axis, finite_json, sized_overrides, write_json
 from mupctl.errors import RunFailure, UserError
 from mupctl.launch.launcher import changed_fields, preflight
+from mupctl.metrics import read_jsonl
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
 from mupctl.scaling.compiler import resolved_base
@@ -80,17 +80,12 @@ def cell_id(axis: str, size: int, lr: float, seed: int) -> str:
     return f"{axis[0]}{size}-lr{lr:g}-s{seed}"
 
 
-def read_rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def cell_state(run_dir: Path, steps: int) -> str:
     """"diverged" (DIVERGED.json), "done" (train and val rows at the final step), "partial" (a run
     directory, unfinished) or "new"."""
     if (run_dir / "DIVERGED.json").exists():
         return "diverged"
-    rows = read_rows(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     if any(r.get("step") == steps and "loss" in r for r in rows) and \
             any(r.get("step") == steps and "val_loss" in r for r in rows):
         return "done"
@@ -99,7 +94,7 @@ def cell_state(run_dir: Path, steps: int) -> str:
 
 def cell_losses(run_dir: Path, steps: int) -> tuple[float, float]:
     """(final train loss, final val loss); ∞ when the run did not finish (diverged, failed)."""
-    rows = read_rows(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     train = [r["loss"] for r in rows if "loss" in r]
     val = [r["val_loss"] for r in rows if "val_loss" in r and r.get("step") == steps]
     if not train or not val:

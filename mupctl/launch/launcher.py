@@ -16,13 +16,13 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-from mupctl.errors import RunFailure, UserError
+from mupctl.errors import RunFailure, UserError, warn
 from mupctl.launch.command import torchrun_argv
+from mupctl.metrics import read_jsonl
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 
@@ -112,7 +112,7 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    events = _events(run_dir)
+    events = read_jsonl(run_dir / "events.jsonl")
     restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
     if restarts:
         print(f"mupctl: workers were restarted {restarts} time(s) (limit {max_restarts})", flush=True)
@@ -127,11 +127,6 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
     print(f"mupctl: done: {run_dir}", flush=True)
 
 
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[str]:
     flags = {"launch.nproc_per_node": nproc_per_node, "launch.nnodes": nnodes, "launch.max_restarts": max_restarts}
     return [f"{k}={v}" for k, v in flags.items() if v is not None]
@@ -140,8 +135,7 @@ def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[s
 def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False, run_dir: Path | None = None,
           **flags) -> Path:
     recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
-    for w in build_plan(recipe)["warnings"]:  # invalid combinations fail before anything is written
-        print(f"warning: {w}", file=sys.stderr)
+    warn(build_plan(recipe)["warnings"])  # invalid combinations fail before anything is written
     preflight(recipe)
     if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
         run_dir = Path(run_dir).resolve()
