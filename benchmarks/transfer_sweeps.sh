@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # LR-transfer evidence on a GPU (issue 6): OUT=dir bash benchmarks/transfer_sweeps.sh JOB… where JOB is
-#   width-mup width-none depth-depth_mup depth-mup muon coord
+#   width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon coord coord8
+# (depth8-*: the depth sweep from a base of 8 layers, depths DEPTHS8 = 8,16,32,64; coord8 its coordinate check)
 # Jobs run in order until BUDGET seconds (default 540) are used; a sweep cut short by the budget is
 # resumed by the next call (finished cells are skipped). At exit $OUT/results.tgz holds stage/ (the
 # reports) and every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, so
@@ -47,7 +48,8 @@ cc() {  # NAME RECIPE ARGS…: a coordinate check near the base optimum LR (in-p
   for ext in json png; do cp "$WORK/cc-$name/coord_check.$ext" "$STAGE/coord-$name.$ext" 2>/dev/null; done
 }
 
-W=${WIDTHS:-256,512,1024,2048}; D=${DEPTHS:-4,8,16,32}
+W=${WIDTHS:-256,512,1024,2048}; D=${DEPTHS:-4,8,16,32}; D8=${DEPTHS8:-8,16,32,64}
+BASE8=(--set scaling.base.n_layers=8 --set model.n_layers=8)
 WIDTH_LRS=${LRS:-2.4e-4,4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2}
 DEPTH_LRS=${LRS:-4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2}
 MUON_LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2}
@@ -55,6 +57,8 @@ for job in "$@"; do
   case $job in
     width-mup|width-none) sweep "$job" recipes/sweeps/width.yaml widths "$W" "$WIDTH_LRS" --set "scaling.recipe=${job#width-}";;
     depth-depth_mup|depth-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D" "$DEPTH_LRS" --set "scaling.recipe=${job#depth-}";;
+    depth8-depth_mup|depth8-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D8" "$DEPTH_LRS" \
+      --set "scaling.recipe=${job#depth8-}" "${BASE8[@]}";;
     muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" --set optimizer.name=muon;;
     coord)
       cc width-mup recipes/sweeps/width.yaml --widths "$W"
@@ -62,6 +66,7 @@ for job in "$@"; do
       cc width-muon recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon
       cc depth-depth_mup recipes/sweeps/depth.yaml --depths "$D"
       cc depth-mup recipes/sweeps/depth.yaml --depths "$D" --set scaling.recipe=mup;;
-    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup muon coord)"; exit 2;;
+    coord8) cc depth8-depth_mup recipes/sweeps/depth.yaml --depths "$D8" "${BASE8[@]}";;
+    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon coord coord8)"; exit 2;;
   esac
 done
