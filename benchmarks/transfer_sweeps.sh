@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # LR-transfer evidence on a GPU (issue 6): OUT=dir bash benchmarks/transfer_sweeps.sh JOB… where JOB is
-#   width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon coord coord8
-# (depth8-*: the depth sweep from a base of 8 layers, depths DEPTHS8 = 8,16,32,64; coord8 its coordinate check)
+#   width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon muon-rms coord coord8
+# (depth8-*: the depth sweep from a base of 8 layers, depths DEPTHS8 = 8,16,32,64; coord8 its coordinate check;
+# muon: Muon with adjust_lr_fn original, muon-rms: with match_rms_adamw)
 # Jobs run in order until BUDGET seconds (default 540) are used; a sweep cut short by the budget is
 # resumed by the next call (finished cells are skipped). At exit $OUT/results.tgz holds stage/ (the
-# reports) and every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, so
+# reports), every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, and every
+# failed or unfinished cell's sweep.log (its error), so
 # nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
 # Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, LRS, STEPS, SEEDS, PARALLEL,
 # EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
@@ -12,7 +14,8 @@
 set -uo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
-STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-8}; EXTRA=${EXTRA:-}
+# PARALLEL: cells sharing the GPU; 4 fits an 80 GB H100 (8 ran out of memory at width 2048 and depth 64)
+STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-4}; EXTRA=${EXTRA:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
 if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK"; fi
@@ -23,10 +26,11 @@ from pathlib import Path
 from mupctl.diagnostics.sweep import cell_state
 work, steps = Path(sys.argv[1]), int(sys.argv[2])
 for cell in sorted(work.glob("sweeps/*/cells/*")):
-    if cell_state(cell, steps) in ("done", "diverged"):
-        for name in ("metrics.jsonl", "DIVERGED.json", "recipe.yaml"):
-            if (cell / name).exists():
-                print((cell / name).relative_to(work))
+    state = cell_state(cell, steps)
+    names = ("metrics.jsonl", "DIVERGED.json", "recipe.yaml") if state in ("done", "diverged") else ("sweep.log",)
+    for name in names:
+        if (cell / name).exists():
+            print((cell / name).relative_to(work))
 PY
   tar -czf "$OUT/results.tgz" -C "$WORK" stage -T "$WORK/cells.txt"
 }
@@ -53,13 +57,17 @@ BASE8=(--set scaling.base.n_layers=8 --set model.n_layers=8)
 WIDTH_LRS=${LRS:-2.4e-4,4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2}
 DEPTH_LRS=${LRS:-4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2}
 MUON_LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2}
+MUON_RMS_LRS=${LRS:-4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2}
 for job in "$@"; do
   case $job in
     width-mup|width-none) sweep "$job" recipes/sweeps/width.yaml widths "$W" "$WIDTH_LRS" --set "scaling.recipe=${job#width-}";;
     depth-depth_mup|depth-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D" "$DEPTH_LRS" --set "scaling.recipe=${job#depth-}";;
     depth8-depth_mup|depth8-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D8" "$DEPTH_LRS" \
       --set "scaling.recipe=${job#depth8-}" "${BASE8[@]}";;
-    muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" --set optimizer.name=muon;;
+    muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" --set optimizer.name=muon \
+      --set optimizer.muon.adjust_lr_fn=original;;
+    muon-rms) sweep width-muon-rms recipes/sweeps/width.yaml widths "$W" "$MUON_RMS_LRS" --set optimizer.name=muon \
+      --set optimizer.muon.adjust_lr_fn=match_rms_adamw;;
     coord)
       cc width-mup recipes/sweeps/width.yaml --widths "$W"
       cc width-none recipes/sweeps/width.yaml --widths "$W" --set scaling.recipe=none
@@ -67,6 +75,6 @@ for job in "$@"; do
       cc depth-depth_mup recipes/sweeps/depth.yaml --depths "$D"
       cc depth-mup recipes/sweeps/depth.yaml --depths "$D" --set scaling.recipe=mup;;
     coord8) cc depth8-depth_mup recipes/sweeps/depth.yaml --depths "$D8" "${BASE8[@]}";;
-    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon coord coord8)"; exit 2;;
+    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon muon-rms coord coord8)"; exit 2;;
   esac
 done

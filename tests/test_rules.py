@@ -94,6 +94,14 @@ def test_muon_golden(recipe, mode):
     assert emb["optimizer"] == "adamw" and emb["lr"] == pytest.approx(ETA) and emb["eps"] == pytest.approx(EPS / m)
 
 
+@pytest.mark.parametrize("recipe", ["none", "mup"])
+@pytest.mark.parametrize("mode", ["original", "match_rms_adamw"])
+def test_muon_original_warns_only_when_width_transfers(recipe, mode):
+    plan = plan_for(recipe, "muon", optimizer={"muon": {"lr": MUON_LR, "adjust_lr_fn": mode}})
+    warned = any("adjust_lr_fn: original" in w for w in plan["warnings"])
+    assert warned == (recipe == "mup" and mode == "original")
+
+
 def test_depth_mup_rejects_sgd_and_muon():
     for opt in ("sgd", "muon"):
         with pytest.raises(UserError, match="optimizer.name"):
