@@ -8,7 +8,7 @@
 # reports), every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, and every
 # failed or unfinished cell's sweep.log (its error), so
 # nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
-# Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, LRS, STEPS, SEEDS, PARALLEL,
+# Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, DEPTHS8, LRS, STEPS, SEEDS, PARALLEL,
 # EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4" … width-mup
 set -uo pipefail

@@ -100,6 +100,9 @@ def test_muon_original_warns_only_when_width_transfers(recipe, mode):
     plan = plan_for(recipe, "muon", optimizer={"muon": {"lr": MUON_LR, "adjust_lr_fn": mode}})
     warned = any("adjust_lr_fn: original" in w for w in plan["warnings"])
     assert warned == (recipe == "mup" and mode == "original")
+    same_width = plan_for(recipe, "muon", optimizer={"muon": {"lr": MUON_LR, "adjust_lr_fn": mode}},
+                          scaling={"base": {"d_model": 256, "n_layers": L_BASE}})  # m = 1: nothing transfers
+    assert not any("adjust_lr_fn" in w for w in same_width["warnings"])
 
 
 def test_depth_mup_rejects_sgd_and_muon():
