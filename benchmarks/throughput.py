@@ -254,8 +254,7 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
     if precision == "fp8":
         from mupctl.fp8 import apply_fp8
         assert apply_fp8(model, a.fp8_recipe, emulate=device.type != "cuda") > 0, "no Linear converted to fp8"
-    if a.compile:
-        model.compile(**({"mode": a.compile_mode} if a.compile_mode else {}))
+    maybe_compile(model, a)
     batches = synthetic_batches(first, a, device)
     plain = {}
     for opt, plan in plans.items():
@@ -267,12 +266,8 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
             torch.cuda.reset_peak_memory_stats(device)
         optimizer = build_optimizer(model, plan)
         stepper = Stepper(model, optimizer, device, a)
-        r = timed_loop(stepper, batches, a.warmup, a.steps, device)
-        plain[opt] = r
-        rows.append(base_row(shape, recipe, opt, precision, plan, a) | measured(r, plan, device, a))
-        if opt == next(iter(plans)):
-            rows[-1]["attention_ops"] = attention_ops(stepper, batches[0], device)
-        report(rows[-1])
+        r = plain[opt] = timed_row(stepper, batches, base_row(shape, recipe, opt, precision, plan, a), plan,
+                                   device, a, rows, with_ops=opt == next(iter(plans)))
         if a.telemetry and opt == next(iter(plans)) and recipe == a.recipes[0] and a.telemetry in ("all", shape):
             rows.extend(telemetry_rows(model, optimizer, stepper, batches, shape, recipe, opt, precision, plan,
                                        r, a, device))
@@ -295,9 +290,7 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
               f"{statistics.mean(losses[-10:]):.4f} step {curves[-1]['step_s'] * 1e3:.1f} ms", flush=True)
         del optimizer, stepper, data
     del model
-    if a.compile:
-        torch._dynamo.reset()
-    free_memory(device)
+    release(device, a)
 
 
 def run_anchor(shape, a, device, Anchor, rows):
@@ -311,19 +304,38 @@ def run_anchor(shape, a, device, Anchor, rows):
     n = sum(p.numel() for p in model.parameters())  # all parameters, the tied wte/lm_head weight once
     m = {"d_model": d, "n_layers": layers, "seq_len": a.seq_len, "vocab_size": a.vocab}
     plan = {"model": m, "summary": {"params": n, "flops_per_token": flops_per_token(SimpleNamespace(**m), n)}}
-    if a.compile:
-        model.compile(**({"mode": a.compile_mode} if a.compile_mode else {}))
+    maybe_compile(model, a)
     batches = synthetic_batches(plan, a, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, device.type)  # nanoGPT's train.py
     stepper = Stepper(model, optimizer, device, a)
-    r = timed_loop(stepper, batches, a.warmup, a.steps, device)
-    rows.append(base_row(shape, "anchor", "adamw", "bf16", plan, a) | measured(r, plan, device, a)
-                | {"model_file": a.anchor_file, "anchor_bias": bool(a.anchor_bias)})
-    rows[-1]["attention_ops"] = attention_ops(stepper, batches[0], device)
-    report(rows[-1])
+    base = base_row(shape, "anchor", "adamw", "bf16", plan, a) | {"model_file": a.anchor_file,
+                                                                  "anchor_bias": bool(a.anchor_bias)}
+    timed_row(stepper, batches, base, plan, device, a, rows, with_ops=True)
     del model, optimizer, stepper
+    release(device, a)
+
+
+def timed_row(stepper, batches, base: dict, plan, device, a, rows, with_ops: bool) -> dict:
+    """Time `stepper` (--warmup, then --steps), append base + the measured figures to rows (with the
+    attention ops one step calls when with_ops), print it; return timed_loop's result."""
+    r = timed_loop(stepper, batches, a.warmup, a.steps, device)
+    rows.append(base | measured(r, plan, device, a))
+    if with_ops:
+        rows[-1]["attention_ops"] = attention_ops(stepper, batches[0], device)
+    report(rows[-1])
+    return r
+
+
+def maybe_compile(model, a) -> None:
+    """model.compile() with --compile-mode, when compiling is on (both our model and the anchor)."""
+    if a.compile:
+        model.compile(**({"mode": a.compile_mode} if a.compile_mode else {}))
+
+
+def release(device, a) -> None:
+    """After a group: drop compiled graphs (a new model compiles afresh) and free GPU memory."""
     if a.compile:
         torch._dynamo.reset()
     free_memory(device)
