@@ -71,7 +71,10 @@ for job in "$@"; do
     coord)
       cc width-mup recipes/sweeps/width.yaml --widths "$W"
       cc width-none recipes/sweeps/width.yaml --widths "$W" --set scaling.recipe=none
-      cc width-muon recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon
+      cc width-muon recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon \
+        --set optimizer.muon.adjust_lr_fn=original
+      cc width-muon-rms recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon \
+        --set optimizer.muon.adjust_lr_fn=match_rms_adamw
       cc depth-depth_mup recipes/sweeps/depth.yaml --depths "$D"
       cc depth-mup recipes/sweeps/depth.yaml --depths "$D" --set scaling.recipe=mup;;
     coord8) cc depth8-depth_mup recipes/sweeps/depth.yaml --depths "$D8" "${BASE8[@]}";;

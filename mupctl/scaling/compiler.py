@@ -125,12 +125,6 @@ def policy_warnings(recipe, base: dict, m: float, lam: float) -> list[str]:
         out.append(f"scaling.base.d_head is not set: assuming the base kept this model's head size {d_head} "
                    f"({base_d // d_head} heads at the base width); if the base had "
                    f"{recipe.model.n_heads} heads, set scaling.base.d_head: {base_d // recipe.model.n_heads}")
-    muon = recipe.optimizer.muon
-    if m != 1 and recipe.optimizer.name == "muon" and muon.adjust_lr_fn == "original":
-        out.append("optimizer.muon.adjust_lr_fn: original (Muon LR ×m⁰) moved the measured optimum by −0.3 "
-                   "octave per width doubling (1.0 octave over 8×; docs/results/README.md); match_rms_adamw "
-                   "(LR η/m) stayed within 0.44 octave: set optimizer.muon.adjust_lr_fn: match_rms_adamw and "
-                   "re-tune optimizer.muon.lr at the base shape")
     if m == 1 and lam == 1:
         out.append(f"the base shape equals the model's, so {sc.recipe} equals the standard parameterization "
                    "here; set scaling.base.* to the shape the hyperparameters were tuned at")

@@ -41,10 +41,13 @@ _MUON = {
     "hidden_out": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
 }
 _MUON_MATCH_RMS = {
-    # "match_rms_adamw": lr·0.2·√max(A, B) makes the update RMS Adam-like (0.2·lr), so it
-    # needs Adam's η/m, and wd·m to keep LR·wd width-independent.
-    "hidden": {"init_std": -0.5, "lr": -1, "eps": 0, "weight_decay": 1},
-    "hidden_out": {"init_std": -0.5, "lr": -1, "eps": 0, "weight_decay": 1},
+    # "match_rms_adamw": lr·0.2·√max(A, B) gives the update Adam's RMS (0.2·lr), but not Adam's
+    # spectral norm. Muon's update is full-rank (all singular values ≈ 1), so its spectral norm is
+    # lr·0.2·√max(A, B) ∝ lr·√m; Adam's sign-like update of a low-rank gradient has spectral norm
+    # ≈ lr·√(A·B) ∝ lr·m. The spectral condition ‖ΔW‖ = Θ(1) therefore needs η/√m here (not
+    # Adam's η/m, which leaves features moving ∝ m^-½), and wd·√m to keep LR·wd width-independent.
+    "hidden": {"init_std": -0.5, "lr": -0.5, "eps": 0, "weight_decay": 0.5},
+    "hidden_out": {"init_std": -0.5, "lr": -0.5, "eps": 0, "weight_decay": 0.5},
 }
 
 WIDTH = {"adam": _ADAM, "sgd": _SGD, "muon": _MUON, "muon_match_rms": _MUON_MATCH_RMS}
