@@ -136,13 +136,18 @@ def coord_check(make_plan: Callable[[int], dict], sizes: list[int], steps: int, 
     return {"sizes": list(sizes), "steps": steps, "rms": rms, "loss": losses, "slopes": slopes}
 
 
+def rms_roles(result: dict) -> list[str]:
+    """The recorded activation-RMS roles of a `coord_check` result (all but the Δ roles), sorted."""
+    return sorted(r for r in result["slopes"] if r not in DELTA_ROLES)
+
+
 def summarize(result: dict, threshold: float, from_step: int = 2, roles: list[str] | None = None) -> dict:
     """Per role, max |slope| over steps ≥ max(from_step, first_step(role)) (non-finite counts as ∞);
     pass when all ≤ threshold. `roles` restricts the verdict (e.g. ["residual", "logits_centered"]
     across depth, where branch outputs shrink as 1/L by design under depth_mup); by default every
     role except the Δ roles, which get their own verdict: summarize(result, threshold, from_step,
     DELTA_ROLES). A Δ role's step 0 (Δ = 0, slope NaN) is never judged, whatever from_step is."""
-    roles = roles or [r for r in result["slopes"] if r not in DELTA_ROLES]
+    roles = roles or rms_roles(result)
     worst = {role: max(abs(s) if math.isfinite(s) else math.inf
                        for s in result["slopes"][role][max(from_step, first_step(role)):])
              for role in roles}

@@ -145,7 +145,7 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     "judged_roles", "max_abs_slope", "note"}, "theory", "json", "png"} (non-finite numbers as null).
     `pass` is the raw-RMS verdict (as before the Δ roles existed) and alone decides the CLI's exit
     code; `theory` names the verdict the scaling theory of this axis and recipe speaks to."""
-    from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, summarize
+    from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, rms_roles, summarize
     from mupctl.diagnostics.plots import plot_coord_check, require_matplotlib
 
     axis, sizes = choose_axis(widths, depths)
@@ -169,7 +169,7 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                         f"{first.model.vocab_size}", "model.vocab_size")
 
     result = coord_check(plans.__getitem__, sizes, steps, batch, seq_len, seed)
-    roles = DEPTH_ROLES if axis == "depth" else sorted(r for r in result["slopes"] if r not in DELTA_ROLES)
+    roles = DEPTH_ROLES if axis == "depth" else rms_roles(result)
     verdict = summarize(result, threshold, FROM_STEP, roles)
     delta = summarize(result, threshold, FROM_STEP, DELTA_ROLES)
     out = Path(out_dir)
