@@ -85,7 +85,8 @@ def test_muon_golden(recipe, mode):
     m = M if recipe == "mup" else 1.0
     qkv = by_name(plan, "blocks.2.attn.qkv.weight")
     assert qkv["optimizer"] == "muon" and qkv["eps"] is None
-    # Spectral condition: "original" already supplies sqrt(fan_out/fan_in), so no width factor;
+    # Spectral condition (docs/scaling.md corrects DESIGN.md's eta/m for match_rms_adamw): "original"
+    # already supplies sqrt(fan_out/fan_in), so no width factor;
     # match_rms_adamw's full-rank update has spectral norm 0.2*lr*sqrt(max(A, B)) ~ lr*sqrt(m): eta/sqrt(m).
     lr_mult = 1.0 if mode == "original" else 1 / math.sqrt(m)
     assert qkv["lr"] == pytest.approx(MUON_LR * lr_mult)
