@@ -10,7 +10,7 @@
 # nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
 # Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, DEPTHS8, LRS, STEPS, SEEDS, PARALLEL,
 # EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
-#   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4" … width-mup
+#   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4 --set schedule.warmup_steps=2" … width-mup
 set -uo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
@@ -54,6 +54,8 @@ cc() {  # NAME RECIPE ARGS…: a coordinate check near the base optimum LR (in-p
 
 W=${WIDTHS:-256,512,1024,2048}; D=${DEPTHS:-4,8,16,32}; D8=${DEPTHS8:-8,16,32,64}
 BASE8=(--set scaling.base.n_layers=8 --set model.n_layers=8)
+MUON=(--set optimizer.name=muon --set optimizer.muon.adjust_lr_fn=original)
+MUON_RMS=(--set optimizer.name=muon --set optimizer.muon.adjust_lr_fn=match_rms_adamw)
 WIDTH_LRS=${LRS:-2.4e-4,4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2,3.1e-2}
 DEPTH_LRS=${LRS:-4.9e-4,9.8e-4,2e-3,3.9e-3,7.8e-3,1.6e-2}
 MUON_LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2}
@@ -64,17 +66,13 @@ for job in "$@"; do
     depth-depth_mup|depth-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D" "$DEPTH_LRS" --set "scaling.recipe=${job#depth-}";;
     depth8-depth_mup|depth8-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D8" "$DEPTH_LRS" \
       --set "scaling.recipe=${job#depth8-}" "${BASE8[@]}";;
-    muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" --set optimizer.name=muon \
-      --set optimizer.muon.adjust_lr_fn=original;;
-    muon-rms) sweep width-muon-rms recipes/sweeps/width.yaml widths "$W" "$MUON_RMS_LRS" --set optimizer.name=muon \
-      --set optimizer.muon.adjust_lr_fn=match_rms_adamw;;
+    muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" "${MUON[@]}";;
+    muon-rms) sweep width-muon-rms recipes/sweeps/width.yaml widths "$W" "$MUON_RMS_LRS" "${MUON_RMS[@]}";;
     coord)
       cc width-mup recipes/sweeps/width.yaml --widths "$W"
       cc width-none recipes/sweeps/width.yaml --widths "$W" --set scaling.recipe=none
-      cc width-muon recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon \
-        --set optimizer.muon.adjust_lr_fn=original
-      cc width-muon-rms recipes/sweeps/width.yaml --widths "$W" --set optimizer.name=muon \
-        --set optimizer.muon.adjust_lr_fn=match_rms_adamw
+      cc width-muon recipes/sweeps/width.yaml --widths "$W" "${MUON[@]}"
+      cc width-muon-rms recipes/sweeps/width.yaml --widths "$W" "${MUON_RMS[@]}"
       cc depth-depth_mup recipes/sweeps/depth.yaml --depths "$D"
       cc depth-mup recipes/sweeps/depth.yaml --depths "$D" --set scaling.recipe=mup;;
     coord8) cc depth8-depth_mup recipes/sweeps/depth.yaml --depths "$D8" "${BASE8[@]}";;
