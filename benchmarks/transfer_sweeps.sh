@@ -9,24 +9,27 @@
 # failed or unfinished cell's sweep.log (its error), so
 # nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
 # Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, DEPTHS8, LRS, STEPS, SEEDS, PARALLEL,
-# EXTRA) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
+# EXTRA: more --set overrides for every sweep, TAG: a suffix for the sweep names, so that one job can run
+# again under other settings, e.g. TAG=-1000steps STEPS=1000) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4 --set schedule.warmup_steps=2" … width-mup
 set -uo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
 # PARALLEL: cells sharing the GPU; 4 fits an 80 GB H100 (8 ran out of memory at width 2048 and depth 64)
-STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-4}; EXTRA=${EXTRA:-}
+STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-4}; EXTRA=${EXTRA:-}; TAG=${TAG:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
 if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK"; fi
 pack() {  # the reports + what a resumed sweep needs to skip the finished cells (unfinished ones rerun)
-  "$PY" - "$WORK" "$STEPS" > "$WORK/cells.txt" <<'PY'
+  "$PY" - "$WORK" > "$WORK/cells.txt" <<'PY'
 import sys
 from pathlib import Path
 from mupctl.diagnostics.sweep import cell_state
-work, steps = Path(sys.argv[1]), int(sys.argv[2])
+from mupctl.recipe import load_recipe
+work = Path(sys.argv[1])
 for cell in sorted(work.glob("sweeps/*/cells/*")):
-    state = cell_state(cell, steps)
+    recipe = cell / "recipe.yaml"  # each cell's own step count: one WORK holds sweeps of several lengths
+    state = cell_state(cell, load_recipe(recipe).train.steps) if recipe.exists() else "new"
     names = ("metrics.jsonl", "DIVERGED.json", "recipe.yaml") if state in ("done", "diverged") else ("sweep.log",)
     for name in names:
         if (cell / name).exists():
@@ -38,7 +41,7 @@ trap pack EXIT
 
 left() { echo $(( DEADLINE - $(date +%s) )); }
 sweep() {  # NAME RECIPE AXIS SIZES LRS [--set …]: one sweep, cut at the deadline, resumable
-  local name=$1 recipe=$2 axis=$3 sizes=$4 lrs=$5; shift 5
+  local name=$1$TAG recipe=$2 axis=$3 sizes=$4 lrs=$5; shift 5
   if (( $(left) < 30 )); then echo "skip $name: budget used"; return; fi
   timeout "$(left)" "$PY" -m mupctl sweep "$recipe" "--$axis" "$sizes" --lrs "$lrs" --steps "$STEPS" \
     --seeds "$SEEDS" --out "$WORK/sweeps/$name" --parallel "$PARALLEL" "$@" $EXTRA
@@ -46,7 +49,7 @@ sweep() {  # NAME RECIPE AXIS SIZES LRS [--set …]: one sweep, cut at the deadl
   for f in sweep.json sweep.md sweep.png; do cp "$WORK/sweeps/$name/$f" "$STAGE/$name-$f" 2>/dev/null; done
 }
 cc() {  # NAME RECIPE ARGS…: a coordinate check near the base optimum LR (in-process, seconds)
-  local name=$1; shift
+  local name=$1$TAG; shift
   if (( $(left) < 30 )); then echo "skip coord $name: budget used"; return; fi
   timeout "$(left)" "$PY" -m mupctl coord-check "$@" --steps 5 --batch 16 --out "$WORK/cc-$name" --set optimizer.lr=1e-3
   for ext in json png; do cp "$WORK/cc-$name/coord_check.$ext" "$STAGE/coord-$name.$ext" 2>/dev/null; done
