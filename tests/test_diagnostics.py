@@ -12,7 +12,7 @@ import math
 import pytest
 
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
-from mupctl.diagnostics.sweep import fit_optimum, run_sweep, wider_is_better
+from mupctl.diagnostics.sweep import fit_optimum, run_sweep, wider_is_better, write_markdown
 from mupctl.diagnostics.tune import emit_recipe
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
@@ -108,6 +108,14 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):
+    out, report = sweep
+    assert "- wider is better at every LR" in (out / "sweep.md").read_text()
+    write_markdown(report | {"axis": "depth"}, tmp_path / "depth.md")
+    text = (tmp_path / "depth.md").read_text()
+    assert "- deeper is better at every LR" in text and "wider" not in text
 
 
 def test_sweep_skips_finished_cells_and_resumes_unfinished_ones(recipe, sweep):

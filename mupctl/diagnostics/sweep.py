@@ -250,7 +250,8 @@ def write_markdown(report: dict, path: Path) -> None:
     shift, wib = report["shift_octaves"], report["wider_is_better"]
     checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
     lines += ["", f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
-              f"- wider is better at every LR within ±1 octave of the optima: {wib['ok']} "
+              f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within ±1 octave "
+              f"of the optima: {wib['ok']} "
               f"({checked})",
               f"- cells: {report['counts']}", ""]
     path.write_text("\n".join(lines))
