@@ -12,7 +12,7 @@ import math
 import pytest
 
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
-from mupctl.diagnostics.sweep import fit_optimum, run_sweep, wider_is_better, write_markdown
+from mupctl.diagnostics.sweep import add_transfer_cost, fit_optimum, run_sweep, wider_is_better, write_markdown
 from mupctl.diagnostics.tune import emit_recipe
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
@@ -80,6 +80,16 @@ def test_fit_optimum_on_synthetic_curves():
     assert [r["ok"] for r in check["by_lr"]] == [True, True, False] and check["ok"] is False
 
 
+def test_transfer_cost_is_the_loss_lost_at_the_smallest_sizes_best_lr():
+    inf = math.inf
+    curves = [{"val_loss": [2.0, 1.5, 1.7]}, {"val_loss": [1.6, 1.45, 1.3]}, {"val_loss": [1.2, inf, 1.1]}]
+    add_transfer_cost(curves)
+    assert [c["transfer_cost"] for c in curves] == [0, pytest.approx(0.15), inf]
+    curves = [{"val_loss": [inf, inf]}, {"val_loss": [1.0, 2.0]}]
+    add_transfer_cost(curves)
+    assert [c["transfer_cost"] for c in curves] == [None, None]
+
+
 def test_coord_check_mup_is_flat_and_sp_is_not(recipe, tmp_path):
     common = dict(widths=[32, 64, 128], depths=None, steps=4, batch=8, seq_len=32, threshold=0.3)
     mup = run_coord_check(recipe, [], out_dir=tmp_path / "mup", **common)
@@ -105,6 +115,10 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     for curve in report["curves"]:
         assert curve["val_loss"][2] is None and curve["optimum"]["lr"] in LRS[:2]
     assert report["shift_octaves"] is not None and report["reference_size"] == 64
+    j = min(range(2), key=report["curves"][0]["val_loss"].__getitem__)  # LRS[2] diverged everywhere
+    for curve in report["curves"]:
+        assert curve["transfer_cost"] == pytest.approx(curve["val_loss"][j] - min(curve["val_loss"][:2]))
+    assert report["curves"][0]["transfer_cost"] == 0
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000

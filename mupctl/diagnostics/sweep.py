@@ -225,10 +225,22 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
         val = [sum(c["final_val_loss"] for c in group) / len(group) for group in by_lr]
         train = [sum(c["final_train_loss"] for c in group) / len(group) for group in by_lr]
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
+    add_transfer_cost(curves)
     optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
             "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
             "reference_size": sizes[-1]}
+
+
+def add_transfer_cost(curves: list[dict]) -> None:
+    """curve["transfer_cost"] = L(η₀) − min L: the val loss a size loses when trained at the smallest
+    size's best grid LR η₀ (tune small, launch big) instead of at its own best grid LR; 0 at the
+    smallest size; ∞ (null in sweep.json) where η₀ diverged; None when a size has no finite loss."""
+    small = curves[0]["val_loss"]
+    j = min((i for i, y in enumerate(small) if math.isfinite(y)), key=small.__getitem__, default=None)
+    for curve in curves:
+        finite = [y for y in curve["val_loss"] if math.isfinite(y)]
+        curve["transfer_cost"] = None if j is None or not finite else curve["val_loss"][j] - min(finite)
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -238,15 +250,18 @@ def write_markdown(report: dict, path: Path) -> None:
              f"{report['axis']}", "",
              f"{report['steps']} steps, {report['seeds']} seed(s); mean val loss after the last step; "
              f"LR key `{report['lr_key']}`.", "",
-             "| " + " | ".join([report["axis"], *(f"{lr:g}" for lr in lrs), "optimum η*", "log2 η*", "fit"]) + " |",
-             "|" + " --- |" * (len(lrs) + 4)]
+             "| " + " | ".join([report["axis"], *(f"{lr:g}" for lr in lrs), "optimum η*", "log2 η*", "fit",
+                                 "loss at the smallest size's best LR"]) + " |",
+             "|" + " --- |" * (len(lrs) + 5)]
     for curve in report["curves"]:
         opt = curve["optimum"]
         best = min((v for v in curve["val_loss"] if v is not None), default=None)
         cells = ["—" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}") for v in curve["val_loss"]]
         where = "—" if opt["lr"] is None else f"{opt['lr']:.3g}" + (" (grid edge)" if opt["at_edge"] else "")
         log2 = "—" if opt["log2_lr"] is None else f"{opt['log2_lr']:.2f}"
-        lines.append("| " + " | ".join([str(curve["size"]), *cells, where, log2, opt["fit"]]) + " |")
+        cost = curve["transfer_cost"]
+        cost = "—" if cost is None else f"+{cost:.4f}"
+        lines.append("| " + " | ".join([str(curve["size"]), *cells, where, log2, opt["fit"], cost]) + " |")
     shift, wib = report["shift_octaves"], report["wider_is_better"]
     checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
     lines += ["", f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
