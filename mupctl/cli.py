@@ -182,9 +182,11 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
     if as_json:
         emit_json(report if tuned is None else report | {"emitted": tuned})
     else:
-        shift = report["shift_octaves"]
+        shift, largest = report["shift_octaves"], report["curves"][-1]
         shown = f"{shift:.2f} octaves" if shift is not None else "n/a (no finite optimum)"
-        print(f"sweep: optimum shift {shown}; {out / 'sweep.md'}")
+        cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
+        print(f"sweep: optimum shift {shown}; transfer cost at {report['axis']} {largest['size']}: {cost}; "
+              f"{out / 'sweep.md'}")
 
 
 @app.command()

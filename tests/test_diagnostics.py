@@ -11,6 +11,7 @@ import math
 
 import pytest
 
+from conftest import run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
 from mupctl.diagnostics.sweep import add_transfer_cost, fit_optimum, run_sweep, wider_is_better, write_markdown
 from mupctl.diagnostics.tune import emit_recipe
@@ -122,6 +123,17 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, sweep):
+    out, report = sweep
+    res = run_cli("sweep", recipe, "--widths", "32,64", "--lrs", ",".join(map(str, LRS)), "--steps", "10",
+                  "--out", out)
+    assert res.returncode == 0, res.stderr
+    cost = report["curves"][-1]["transfer_cost"]
+    assert "0 to run, 6 finished or diverged before" in res.stderr
+    assert res.stdout.startswith(f"sweep: optimum shift {report['shift_octaves']:.2f} octaves; "
+                                 f"transfer cost at width 64: {cost:.4f} nats; ")
 
 
 def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):
