@@ -8,14 +8,16 @@
 # reports), every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, and every
 # failed or unfinished cell's sweep.log (its error), so
 # nothing is lost when the machine goes back: RESTORE=that results.tgz unpacks it into WORK first.
-# Sizes, LRs, steps, seeds and parallelism can be overridden (WIDTHS, DEPTHS, DEPTHS8, LRS, STEPS, SEEDS, PARALLEL,
-# EXTRA: more --set overrides for every sweep, TAG: a suffix for the sweep names, so that one job can run
-# again under other settings, e.g. TAG=-1000steps STEPS=1000) for a CPU dry run, e.g. PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
+# Sizes, LRs, steps, seeds and parallelism can be overridden: WIDTHS, DEPTHS, DEPTHS8, LRS, STEPS, SEEDS,
+# PARALLEL, EXTRA (more --set overrides for every sweep) and TAG (a suffix for the sweep names, so that a
+# job can run again under other settings next to its earlier results, e.g. TAG=-1000steps STEPS=1000).
+# A CPU dry run: PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4 --set schedule.warmup_steps=2" … width-mup
 set -uo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-out}; WORK=${WORK:-gpu-work}; BUDGET=${BUDGET:-540}
-# PARALLEL: cells sharing the GPU; 4 fits an 80 GB H100 (8 ran out of memory at width 2048 and depth 64)
+# PARALLEL: cells sharing the GPU; 4 fits an 80 GB H100 (8 ran out of memory at width 2048 and depth 64;
+# compiled depth-64 cells take 15.6 GB each and 6 ran out); 8 fits depths ≤ 16
 STEPS=${STEPS:-300}; SEEDS=${SEEDS:-1}; PARALLEL=${PARALLEL:-4}; EXTRA=${EXTRA:-}; TAG=${TAG:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
