@@ -41,16 +41,20 @@ POLL_S = 0.2
 
 # -- pure math ------------------------------------------------------------------------------------
 
+def grid_best(losses: list[float]) -> int | None:
+    """Index of the lowest finite loss of a curve (∞ = diverged); None when none is finite."""
+    return min((i for i, y in enumerate(losses) if math.isfinite(y)), key=losses.__getitem__, default=None)
+
+
 def fit_optimum(lrs: list[float], losses: list[float]) -> dict:
     """Optimum of one loss-vs-LR curve (lrs ascending; ∞ = diverged). i = argmin of the grid; with
     finite neighbours i±1, fit y = a·x² + b·x + c through the three points, x = log2 η; when a > 0 and
     the vertex x* = −b/2a lies in [x_{i−1}, x_{i+1}] the optimum is η* = 2^x*, loss = y(x*) ("parabola"),
     else the grid point ("grid"). A best point at either end of the grid is reported with at_edge."""
     xs = [math.log2(lr) for lr in lrs]
-    finite = [i for i, y in enumerate(losses) if math.isfinite(y)]
-    if not finite:
+    i = grid_best(losses)
+    if i is None:
         return {"lr": None, "log2_lr": None, "loss": None, "at_edge": False, "fit": "none"}
-    i = min(finite, key=losses.__getitem__)
     grid = {"lr": lrs[i], "log2_lr": xs[i], "loss": losses[i], "at_edge": i in (0, len(lrs) - 1), "fit": "grid"}
     if grid["at_edge"] or not all(math.isfinite(y) for y in losses[i - 1:i + 2]):
         return grid
@@ -236,11 +240,10 @@ def add_transfer_cost(curves: list[dict]) -> None:
     """curve["transfer_cost"] = L(η₀) − min L: the val loss a size loses when trained at the smallest
     size's best grid LR η₀ (tune small, launch big) instead of at its own best grid LR; 0 at the
     smallest size; ∞ (null in sweep.json) where η₀ diverged; None when a size has no finite loss."""
-    small = curves[0]["val_loss"]
-    j = min((i for i, y in enumerate(small) if math.isfinite(y)), key=small.__getitem__, default=None)
+    j = grid_best(curves[0]["val_loss"])
     for curve in curves:
-        finite = [y for y in curve["val_loss"] if math.isfinite(y)]
-        curve["transfer_cost"] = None if j is None or not finite else curve["val_loss"][j] - min(finite)
+        val, best = curve["val_loss"], grid_best(curve["val_loss"])
+        curve["transfer_cost"] = None if j is None or best is None else val[j] - val[best]
 
 
 def write_markdown(report: dict, path: Path) -> None:
