@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # LR-transfer evidence on a GPU (issue 6): OUT=dir bash benchmarks/transfer_sweeps.sh JOB… where JOB is
-#   width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon muon-rms coord coord8
+#   width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup depth8-depth_mup-muon
+#   depth8-mup-muon muon muon-rms coord coord8
 # (depth8-*: the depth sweep from a base of 8 layers, depths DEPTHS8 = 8,16,32,64; coord8 its coordinate check;
-# muon: Muon with adjust_lr_fn original, muon-rms: with match_rms_adamw)
+# muon: Muon with adjust_lr_fn original, muon-rms: with match_rms_adamw; depth8-*-muon: the depth sweep
+# with Muon original, sweeping the Muon LR over MUON_LRS)
 # Jobs run in order until BUDGET seconds (default 540) are used; a sweep cut short by the budget is
 # resumed by the next call (finished cells are skipped). At exit $OUT/results.tgz holds stage/ (the
 # reports), every finished or diverged cell's metrics.jsonl, DIVERGED.json and recipe.yaml, and every
@@ -71,6 +73,8 @@ for job in "$@"; do
     depth-depth_mup|depth-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D" "$DEPTH_LRS" --set "scaling.recipe=${job#depth-}";;
     depth8-depth_mup|depth8-mup) sweep "$job" recipes/sweeps/depth.yaml depths "$D8" "$DEPTH_LRS" \
       --set "scaling.recipe=${job#depth8-}" "${BASE8[@]}";;
+    depth8-depth_mup-muon|depth8-mup-muon) recipe=${job#depth8-}; sweep "$job" recipes/sweeps/depth.yaml depths "$D8" \
+      "$MUON_LRS" --set "scaling.recipe=${recipe%-muon}" "${BASE8[@]}" "${MUON[@]}";;
     muon) sweep width-muon recipes/sweeps/width.yaml widths "$W" "$MUON_LRS" "${MUON[@]}";;
     muon-rms) sweep width-muon-rms recipes/sweeps/width.yaml widths "$W" "$MUON_RMS_LRS" "${MUON_RMS[@]}";;
     coord)
@@ -81,6 +85,6 @@ for job in "$@"; do
       cc depth-depth_mup recipes/sweeps/depth.yaml --depths "$D"
       cc depth-mup recipes/sweeps/depth.yaml --depths "$D" --set scaling.recipe=mup;;
     coord8) cc depth8-depth_mup recipes/sweeps/depth.yaml --depths "$D8" "${BASE8[@]}";;
-    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup muon muon-rms coord coord8)"; exit 2;;
+    *) echo "unknown job $job (width-mup width-none depth-depth_mup depth-mup depth8-depth_mup depth8-mup depth8-depth_mup-muon depth8-mup-muon muon muon-rms coord coord8)"; exit 2;;
   esac
 done
