@@ -13,7 +13,8 @@ import pytest
 
 from conftest import run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
-from mupctl.diagnostics.sweep import add_transfer_cost, fit_optimum, run_sweep, wider_is_better, write_markdown
+from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, fit_optimum, run_sweep, wider_is_better,
+                                     write_markdown)
 from mupctl.diagnostics.tune import emit_recipe
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
@@ -91,6 +92,16 @@ def test_transfer_cost_is_the_loss_lost_at_the_smallest_sizes_best_lr():
     assert [c["transfer_cost"] for c in curves] == [None, None]
 
 
+def test_val_rise_flags_a_cell_whose_val_loss_climbs_back(tmp_path):
+    rows = [{"step": 0, "val_loss": 5.5}, {"step": 300, "val_loss": 1.52}, {"step": 300, "loss": 1.3},
+            {"step": 600, "val_loss": 1.71}, {"step": 1000, "loss": 0.23}, {"step": 1000, "val_loss": 2.39}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = cell_losses(tmp_path, 1000)
+    assert got["final_val_loss"] == 2.39 and got["val_rise"] == pytest.approx(2.39 - 1.52)
+    assert cell_losses(tmp_path, 600)["val_rise"] == pytest.approx(1.71 - 1.52)
+    assert cell_losses(tmp_path, 300)["val_rise"] is None  # the step-0 eval is not a trained model
+
+
 def test_coord_check_mup_is_flat_and_sp_is_not(recipe, tmp_path):
     common = dict(widths=[32, 64, 128], depths=None, steps=4, batch=8, seq_len=32, threshold=0.3)
     mup = run_coord_check(recipe, [], out_dir=tmp_path / "mup", **common)
@@ -123,6 +134,8 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
+    assert all(c["val_rise"] is None for c in report["cells"])  # one eval per cell: nothing to compare
+    assert report["val_rose"]["cells"] == [] and "warning" not in (out / "sweep.md").read_text()
 
 
 def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, sweep):
@@ -141,7 +154,11 @@ def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):
     assert "- wider is better at every LR" in (out / "sweep.md").read_text()
     write_markdown(report | {"axis": "depth"}, tmp_path / "depth.md")
     text = (tmp_path / "depth.md").read_text()
-    assert "- deeper is better at every LR" in text and "wider" not in text
+    assert "- deeper is better at every LR" in text and "wider" not in text and "warning" not in text
+    first = report["cells"][0]["id"]
+    write_markdown(report | {"val_rose": {"tolerance": 0.01, "cells": [first], "max": 0.8}}, tmp_path / "rose.md")
+    assert f"- **warning:** val loss rose at the end of 1 of 6 cells (up to 0.800 nats above the cell's own best " \
+           f"eval, first: {first})" in (tmp_path / "rose.md").read_text()
 
 
 def test_sweep_skips_finished_cells_and_resumes_unfinished_ones(recipe, sweep):

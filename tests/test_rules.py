@@ -78,11 +78,11 @@ def test_sgd_golden(recipe):
     assert all(t["eps"] is None for t in plan["tensors"])
 
 
-@pytest.mark.parametrize("recipe", ["none", "mup"])
+@pytest.mark.parametrize("recipe", ["none", "mup", "depth_mup"])
 @pytest.mark.parametrize("mode", ["original", "match_rms_adamw"])
 def test_muon_golden(recipe, mode):
     plan = plan_for(recipe, "muon", optimizer={"muon": {"lr": MUON_LR, "weight_decay": WD, "adjust_lr_fn": mode}})
-    m = M if recipe == "mup" else 1.0
+    m = M if recipe != "none" else 1.0
     qkv = by_name(plan, "blocks.2.attn.qkv.weight")
     assert qkv["optimizer"] == "muon" and qkv["eps"] is None
     # Spectral condition (docs/scaling.md corrects DESIGN.md's eta/m for match_rms_adamw): "original"
@@ -94,12 +94,22 @@ def test_muon_golden(recipe, mode):
     assert qkv["init_std"] == pytest.approx(SIGMA / math.sqrt(m))
     emb = by_name(plan, "tok_emb.weight")
     assert emb["optimizer"] == "adamw" and emb["lr"] == pytest.approx(ETA) and emb["eps"] == pytest.approx(EPS / m)
+    # depth_mup: Muon's update ignores the 1/λ that the branch multiplier puts on the gradient, so its
+    # LR and wd get λ⁰ (like Adam's LR); in-branch AdamW tensors keep Adam's depth rule (eps/(m·λ)).
+    down, norm = by_name(plan, "blocks.3.mlp.down.weight"), by_name(plan, "blocks.0.attn_norm.weight")
+    assert down["optimizer"] == "muon" and down["lr"] == pytest.approx(qkv["lr"])
+    assert down["weight_decay"] == pytest.approx(qkv["weight_decay"])
+    d = LAM if recipe == "depth_mup" else 1.0
+    layers = L_BASE if recipe == "depth_mup" else L
+    assert down["init_std"] == pytest.approx(SIGMA / math.sqrt(2 * layers * m))
+    assert norm["optimizer"] == "adamw" and norm["lr"] == pytest.approx(ETA)
+    assert norm["eps"] == pytest.approx(EPS / (m * d))
+    assert plan["multipliers"]["residual_branch"] == pytest.approx(1 / d)
 
 
-def test_depth_mup_rejects_sgd_and_muon():
-    for opt in ("sgd", "muon"):
-        with pytest.raises(UserError, match="optimizer.name"):
-            plan_for("depth_mup", opt)
+def test_depth_mup_rejects_sgd():
+    with pytest.raises(UserError, match="optimizer.name"):
+        plan_for("depth_mup", "sgd")
 
 
 def test_tied_embedding_keeps_embedding_rule():

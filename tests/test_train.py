@@ -51,8 +51,9 @@ def test_two_ranks_match_one_rank(cli, tmp_path, strategy):
     assert one[-1] < one[0]
 
 
-def test_two_ranks_muon(cli, tmp_path):
-    extra = ["--set", "optimizer.name=muon", "--set", "scaling.recipe=mup"]
+@pytest.mark.parametrize("recipe", ["mup", "depth_mup"])
+def test_two_ranks_muon(cli, tmp_path, recipe):
+    extra = ["--set", "optimizer.name=muon", "--set", f"scaling.recipe={recipe}", "--set", "scaling.base.n_layers=1"]
     one = losses(cli, tmp_path, "one", *extra)
     two = losses(cli, tmp_path, "two", *extra, "--nproc-per-node", "2")
     assert two == pytest.approx(one, rel=1e-4, abs=1e-5)

@@ -37,6 +37,7 @@ from mupctl.recipe import load_recipe
 from mupctl.scaling.compiler import resolved_base
 
 POLL_S = 0.2
+VAL_RISE_TOL = 0.01  # nats: a cell whose final val loss is this far above its own best eval memorizes
 
 
 # -- pure math ------------------------------------------------------------------------------------
@@ -96,16 +97,22 @@ def cell_state(run_dir: Path, steps: int) -> str:
     return "partial" if (run_dir / "plan.json").exists() else "new"
 
 
-def cell_losses(run_dir: Path, steps: int) -> tuple[float, float]:
-    """(final train loss, final val loss); ∞ when the run did not finish (diverged, failed)."""
+def cell_losses(run_dir: Path, steps: int) -> dict:
+    """final_train_loss, final_val_loss (∞ when the run did not finish: diverged, failed) and
+    val_rise = final val loss − the lowest earlier val loss of the cell (None with one eval). A
+    val_rise > 0 means the model got worse on held-out data while training on: it memorizes
+    repeated data, and the final loss then ranks LRs by how little they fit."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     train = [r["loss"] for r in rows if "loss" in r]
     val = [r["val_loss"] for r in rows if "val_loss" in r and r.get("step") == steps]
     if not train or not val:
-        return math.inf, math.inf
+        return {"final_train_loss": math.inf, "final_val_loss": math.inf, "val_rise": None}
     tail = train[-math.ceil(len(train) / 10):]
-    mean = sum(tail) / len(tail)
-    return (mean if math.isfinite(mean) else math.inf), (val[-1] if math.isfinite(val[-1]) else math.inf)
+    mean, final = sum(tail) / len(tail), val[-1]
+    earlier = [r["val_loss"] for r in rows if "val_loss" in r and 0 < r.get("step", 0) < steps]
+    return {"final_train_loss": mean if math.isfinite(mean) else math.inf,
+            "final_val_loss": final if math.isfinite(final) else math.inf,
+            "val_rise": final - min(earlier) if earlier and math.isfinite(final) else None}
 
 
 def plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out: Path) -> tuple[list, object]:
@@ -231,9 +238,12 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
     add_transfer_cost(curves)
     optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None]
+    rose = [c for c in cells if (c.get("val_rise") or 0) > VAL_RISE_TOL]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
             "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
-            "reference_size": sizes[-1]}
+            "reference_size": sizes[-1],
+            "val_rose": {"tolerance": VAL_RISE_TOL, "cells": [c["id"] for c in rose],
+                         "max": max((c["val_rise"] for c in rose), default=None)}}
 
 
 def add_transfer_cost(curves: list[dict]) -> None:
@@ -247,7 +257,8 @@ def add_transfer_cost(curves: list[dict]) -> None:
 
 
 def write_markdown(report: dict, path: Path) -> None:
-    """sweep.md: mean val loss per size × LR (best in bold, — = diverged), optima, shift, wider-is-better."""
+    """sweep.md: mean val loss per size × LR (best in bold, — = diverged), optima, shift, wider-is-better,
+    and a warning when cells memorize (`val_rose`)."""
     lrs = report["lrs"]
     lines = [f"# LR sweep: {report['name']} ({report['scaling_recipe']}, {report['optimizer']}) over "
              f"{report['axis']}", "",
@@ -271,8 +282,19 @@ def write_markdown(report: dict, path: Path) -> None:
               f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within ±1 octave "
               f"of the optima: {wib['ok']} "
               f"({checked})",
-              f"- cells: {report['counts']}", ""]
-    path.write_text("\n".join(lines))
+              f"- cells: {report['counts']}"]
+    if report["val_rose"]["cells"]:
+        lines.append(f"- **warning:** {memorization_warning(report)}")
+    path.write_text("\n".join(lines + [""]))
+
+
+def memorization_warning(report: dict) -> str:
+    """The one sentence that flags cells whose val loss rose at the end (see `cell_losses`)."""
+    rose = report["val_rose"]
+    return (f"val loss rose at the end of {len(rose['cells'])} of {len(report['cells'])} cells (up to "
+            f"{rose['max']:.3f} nats above the cell's own best eval, first: {rose['cells'][0]}): the model "
+            f"memorizes repeated data, so these losses rank LRs by how little they fit; train on more data "
+            f"(data.source: bin) or for fewer --steps")
 
 
 def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depths: list[int] | None,
@@ -313,7 +335,7 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
         run_dir = Path(cell["dir"])
         state = cell_state(run_dir, steps)
         cell["status"] = state if state in ("done", "diverged") else "failed"
-        cell["final_train_loss"], cell["final_val_loss"] = cell_losses(run_dir, steps)
+        cell |= cell_losses(run_dir, steps)
         cell |= {k: timing.get(cell["id"], {}).get(k) for k in ("seconds", "gpus", "started", "ended")}
 
     counts = {k: sum(c["action"] == k for c in cells) for k in ("launched", "resumed", "skipped")} | \
@@ -327,6 +349,8 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     write_json(out / "sweep.json", report)
     report = finite_json(report)
     write_markdown(report, out / "sweep.md")
+    if report["val_rose"]["cells"]:
+        note(memorization_warning(report))
     plot_sweep(report, out / "sweep.png")
     if counts["failed"]:
         failed = [c["id"] for c in cells if c["status"] == "failed"]

@@ -19,10 +19,6 @@ def check_combination(recipe) -> None:
         raise UserError("depth_mup has no rule for SGD: no published law covers hidden weight and bias "
                         "LRs over depth; use optimizer.name: adamw (or adam) with depth_mup, or "
                         "scaling.recipe: mup with sgd", "optimizer.name")
-    if rec == "depth_mup" and opt == "muon":
-        raise UserError("depth_mup with muon is not enabled: no depth sweep here has shown its LR "
-                        "transfers yet; use optimizer.name: adamw with depth_mup, or scaling.recipe: "
-                        "mup with muon (see docs/scaling.md)", "optimizer.name")
     if rec != "none" and opt == "adam" and (recipe.optimizer.weight_decay or 0) > 0:
         raise UserError("Adam's coupled L2 decay has no muP rule; use optimizer.name: adamw for "
                         f"decoupled weight decay, or set 0, got {recipe.optimizer.weight_decay}",

@@ -53,9 +53,14 @@ _MUON_MATCH_RMS = {
 WIDTH = {"adam": _ADAM, "sgd": _SGD, "muon": _MUON, "muon_match_rms": _MUON_MATCH_RMS}
 """Width exponents a of m under `mup` and `depth_mup` (all zero under `none`)."""
 
-DEPTH_IN_BRANCH = {"adam": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0}}
-"""Depth exponents b of λ under `depth_mup` for tensors inside residual branches (CompleteP α=1:
-hidden LR ×λ⁰ for Adam, eps ×λ⁻¹). Families missing here are rejected at plan time."""
+_DEPTH_MUON = {"init_std": 0, "lr": 0, "eps": 0, "weight_decay": 0}
+DEPTH_IN_BRANCH = {"adam": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
+                   "muon": _DEPTH_MUON, "muon_match_rms": _DEPTH_MUON}
+"""Depth exponents b of λ under `depth_mup` for tensors inside residual branches (CompleteP α=1).
+Adam: LR ×λ⁰, eps ×λ⁻¹ (every in-branch gradient carries the 1/λ of the branch multiplier).
+Muon: LR and wd ×λ⁰: orthogonalization removes the 1/λ of the gradient as Adam's normalization
+does, and Muon has no eps; measured to transfer over depth 4 → 32 (docs/results/, round 6).
+SGD has no entry: `compiler.check_combination` rejects depth_mup + sgd."""
 
 HIDDEN_OUT_INIT_DEPTH = {"none": -0.5, "mup": -0.5, "depth_mup": 0.0}
 """hidden_out init is σ/√(2·base.n_layers) · λ^b: b = -½ gives GPT-2's σ/√(2L); under depth_mup
