@@ -15,6 +15,7 @@ from conftest import run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
 from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, fit_optimum, run_sweep, wider_is_better,
                                      write_markdown)
+from mupctl.data.corpus import load_tokens
 from mupctl.diagnostics.tune import emit_recipe
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
@@ -135,6 +136,9 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
     assert all(c["val_rise"] is None for c in report["cells"])  # one eval per cell: nothing to compare
+    train_tokens = len(load_tokens()) - int(len(load_tokens()) * 0.05)  # the embedded split, val_fraction 0.05
+    assert report["data_passes"] == pytest.approx(10 * 8 * 64 / train_tokens)
+    assert f"- passes over the training split per cell: {report['data_passes']:.2f}" in (out / "sweep.md").read_text()
     assert report["val_rose"]["cells"] == [] and "warning" not in (out / "sweep.md").read_text()
 
 
@@ -147,6 +151,18 @@ def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, swee
     assert "0 to run, 6 finished or diverged before" in res.stderr
     assert res.stdout.startswith(f"sweep: optimum shift {report['shift_octaves']:.2f} octaves; "
                                  f"transfer cost at width 64: {cost:.4f} nats; ")
+
+
+def test_sweep_warns_before_launch_when_cells_repeat_their_data(recipe, tmp_path):
+    text = tmp_path / "small.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)  # 900 bytes: 720 train + 180 val
+    assert run_cli("data", "prepare", text, "--out", tmp_path / "bin", "--val-fraction", "0.2").returncode == 0
+    res = run_cli("sweep", recipe, "--widths", "32,64", "--lrs", "1e-3,3e-3", "--steps", "3", "--parallel", "2",
+                  "--out", tmp_path / "sweep", "--json", "--set", "data.source=bin", "--set", f"data.path={tmp_path / 'bin'}")
+    assert res.returncode == 0, res.stderr
+    passes = 3 * 8 * 64 / 720
+    assert json.loads(res.stdout)["data_passes"] == pytest.approx(passes)
+    assert f"each cell reads {passes:.1f}× its 720-token training split" in res.stderr
 
 
 def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):

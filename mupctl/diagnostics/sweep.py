@@ -82,6 +82,14 @@ def wider_is_better(sizes: list[int], lrs: list[float], curves: list[list[float]
 
 # -- cells ----------------------------------------------------------------------------------------
 
+def data_passes(recipe, steps: int, train_tokens: int | None) -> float | None:
+    """Passes a cell makes over the training split: steps · global_batch · seq_len / train_tokens
+    (None for synthetic data, which never repeats)."""
+    if not train_tokens:
+        return None
+    return steps * recipe.train.global_batch * recipe.model.seq_len / train_tokens
+
+
 def cell_id(axis: str, size: int, lr: float, seed: int) -> str:
     return f"{axis[0]}{size}-lr{lr:g}-s{seed}"
 
@@ -284,6 +292,8 @@ def write_markdown(report: dict, path: Path) -> None:
               f"of the optima: {wib['ok']} "
               f"({checked})",
               f"- cells: {report['counts']}"]
+    if report["data_passes"] is not None:
+        lines.append(f"- passes over the training split per cell: {report['data_passes']:.2f}")
     if report["val_rose"]["cells"]:
         lines.append(f"- **warning:** {memorization_warning(report)}")
     path.write_text("\n".join(lines + [""]))
@@ -320,7 +330,11 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     lr_key = lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
     cells, first = plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out)
     groups = gpu_groups(first, gpus)
-    preflight(first)
+    data = preflight(first)
+    passes = data_passes(first, steps, data.train_tokens)
+    if passes is not None and passes > 1:
+        note(f"each cell reads {passes:.1f}× its {data.train_tokens:,}-token training split; past one pass "
+             f"the val loss can measure memorization (watch for val_rose; docs/diagnostics.md)")
     parallel = parallel or max(1, len(groups))
 
     for cell in cells:
@@ -345,7 +359,7 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
               "recipe_path": None if recipe_path is None else str(Path(recipe_path).resolve()),
               "overrides": list(overrides), "proxy_recipe": proxy.model_dump(mode="json"),
               "base": resolved_base(proxy), "axis": axis, "sizes": sizes, "lrs": lrs, "seeds": seeds,
-              "steps": steps, "lr_key": lr_key, "counts": counts, "cells": cells,
+              "steps": steps, "lr_key": lr_key, "data_passes": passes, "counts": counts, "cells": cells,
               **summarize_cells(cells, sizes, lrs)}
     write_json(out / "sweep.json", report)
     report = finite_json(report)

@@ -59,8 +59,9 @@ def joins_multinode_run(run_dir: Path, recipe) -> bool:
     return load_recipe(run_dir / "recipe.yaml").model_dump() == recipe.model_dump()
 
 
-def preflight(recipe) -> None:
-    """Checks that need the machine (device, data files, optional packages) — before anything is written."""
+def preflight(recipe):
+    """Checks that need the machine (device, data files, optional packages) — before anything is
+    written. Returns the opened `TokenData`."""
     launch = recipe.launch
     if launch.device == "cuda" or recipe.train.precision == "fp8":
         import torch
@@ -77,7 +78,7 @@ def preflight(recipe) -> None:
         raise UserError("wandb is not installed; pip install 'mupctl[wandb]' or set logging.wandb: disabled",
                         "logging.wandb")
     from mupctl.data import open_data
-    open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
+    return open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
 
 
 def _write(path: Path, text: str) -> None:
