@@ -183,7 +183,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
         emit_json(report if tuned is None else report | {"emitted": tuned})
     else:
         shift, largest = report["shift_octaves"], report["curves"][-1]
-        shown = f"{shift:.2f} octaves" if shift is not None else "n/a (no finite optimum)"
+        shown = f"{shift:.2f} octaves" if shift is not None else \
+            "n/a (one size)" if len(report["sizes"]) < 2 else "n/a (no finite optimum)"
         cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
         print(f"sweep: optimum shift {shown}; transfer cost at {report['axis']} {largest['size']}: {cost}; "
               f"{out / 'sweep.md'}")

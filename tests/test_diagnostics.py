@@ -8,6 +8,7 @@ coordinate check is up to ~0.25 in slope, so the verdict uses 0.3; SP at LR 1e-2
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -163,6 +164,20 @@ def test_sweep_warns_before_launch_when_cells_repeat_their_data(recipe, tmp_path
     passes = 3 * 8 * 64 / 720
     assert json.loads(res.stdout)["data_passes"] == pytest.approx(passes)
     assert f"each cell reads {passes:.1f}× its 720-token training split" in res.stderr
+
+
+def test_one_size_is_a_plain_lr_sweep_without_shift(recipe, sweep, tmp_path):
+    out, report = sweep
+    one = tmp_path / "one"
+    shutil.copytree(out, one)
+    res = run_cli("sweep", recipe, "--widths", "64", "--lrs", ",".join(map(str, LRS)), "--steps", "10", "--out", one)
+    assert res.returncode == 0, res.stderr
+    assert "3 cells (1 sizes × 3 LRs × 1 seeds): 0 to run, 3 finished or diverged before" in res.stderr
+    assert res.stdout.startswith("sweep: optimum shift n/a (one size); transfer cost at width 64: 0.0000 nats")
+    single = json.loads((one / "sweep.json").read_text())
+    assert single["shift_octaves"] is None and single["wider_is_better"] == {"ok": None, "by_lr": []}
+    assert single["curves"][0]["optimum"] == report["curves"][1]["optimum"]  # width 64, the same cells
+    assert "- one size: an LR sweep, no shift or size check" in (one / "sweep.md").read_text()
 
 
 def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):

@@ -68,14 +68,15 @@ def parse_list(text: str, kind: type, field: str) -> list:
     return values
 
 
-def choose_axis(widths: list[int] | None, depths: list[int] | None) -> tuple[str, list[int]]:
-    """Exactly one of widths/depths, ≥ 2 distinct positive sizes → (axis, ascending sizes)."""
+def choose_axis(widths: list[int] | None, depths: list[int] | None, min_sizes: int = 2) -> tuple[str, list[int]]:
+    """Exactly one of widths/depths, ≥ min_sizes distinct positive sizes → (axis, ascending sizes)."""
     if (widths is None) == (depths is None):
         raise UserError("give exactly one of --widths and --depths", "--widths")
     axis = "width" if widths is not None else "depth"
     sizes = widths if widths is not None else depths
-    if any(s <= 0 for s in sizes) or len(set(sizes)) < 2:
-        raise UserError(f"needs at least two distinct positive sizes, got {sizes}", AXIS_FLAG[axis])
+    if any(s <= 0 for s in sizes) or len(set(sizes)) < min_sizes:
+        raise UserError(f"needs at least {'two distinct positive sizes' if min_sizes == 2 else 'one positive size'}"
+                        f", got {sizes}", AXIS_FLAG[axis])
     return axis, sorted(set(sizes))
 
 

@@ -246,7 +246,8 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
         train = [sum(c["final_train_loss"] for c in group) / len(group) for group in by_lr]
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
     add_transfer_cost(curves)
-    optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None]
+    # one size (a plain LR sweep): nothing to compare across, so no shift and no size check
+    optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None and len(sizes) > 1]
     rose = [c for c in cells if (c.get("val_rise") or 0) > VAL_RISE_TOL]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
             "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
@@ -287,11 +288,11 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("| " + " | ".join([str(curve["size"]), *cells, where, log2, opt["fit"], cost]) + " |")
     shift, wib = report["shift_octaves"], report["wider_is_better"]
     checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
-    lines += ["", f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
-              f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within ±1 octave "
-              f"of the optima: {wib['ok']} "
-              f"({checked})",
-              f"- cells: {report['counts']}"]
+    lines += [""] + ([f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
+                      f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within "
+                      f"±1 octave of the optima: {wib['ok']} ({checked})"]
+                     if len(report["sizes"]) > 1 else ["- one size: an LR sweep, no shift or size check"]) + \
+        [f"- cells: {report['counts']}"]
     if report["data_passes"] is not None:
         lines.append(f"- passes over the training split per cell: {report['data_passes']:.2f}")
     if report["val_rose"]["cells"]:
@@ -316,7 +317,7 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     writing the report when cells failed other than by divergence (rerun the command to retry them)."""
     from mupctl.diagnostics.plots import plot_sweep, require_matplotlib
 
-    axis, sizes = choose_axis(widths, depths)
+    axis, sizes = choose_axis(widths, depths, min_sizes=1)  # one size: a plain LR sweep (tune small)
     if len(lrs) < 2 or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs):
         raise UserError(f"needs at least two distinct LRs > 0, got {lrs}", "--lrs")
     for value, flag in ((steps, "--steps"), (seeds, "--seeds")):
