@@ -2,15 +2,15 @@
 repeat their data: `python benchmarks/code_corpus.py OUT` writes OUT/{train.bin,val.bin,meta.json}
 (`data.source: bin`, `data.path: OUT`) through `mupctl data prepare`'s `prepare`.
 
-Why: the embedded Shakespeare (1.9 MB) is one epoch every ~110 steps of the sweep proxies
-(64 × 256 tokens a step), so a 1,000-step cell sees it ~9 times; wide models and Muon then
-memorize it (train loss 0.2 while val loss rises) and a val-loss LR sweep measures memorization.
-The standard library and torch's own sources are tens of MB of real text on every machine
-(../shared/ENVIRONMENT.md); which versions they are is recorded in OUT/corpus.json.
+Why: the embedded Shakespeare (1.85 M training tokens) is read once every ~110 steps of the sweep
+proxies (64 × 256 tokens a step), so a 1,000-step cell reads it ~9 times; wide models and Muon
+then memorize it (train loss 0.2 while val loss rises) and a val-loss LR sweep measures
+memorization. The standard library and torch's own sources are tens of MB of real text on every
+machine; which versions they are is recorded in OUT/corpus.json.
 
-Every UTF-8 `*.py` file under the two roots (sorted; site-packages of the stdlib skipped, files
-that are not UTF-8 skipped) is appended round-robin to one of SHARDS text files, so that each
-shard's held-out tail (`val_fraction`) mixes many files of every kind.
+Every UTF-8 `*.py` file under the two roots (site-packages of the stdlib skipped, files that are
+not UTF-8 skipped) becomes one input of `prepare`, which holds out the last `val_fraction` of each
+file: val mixes every file, in the same proportion as train.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from pathlib import Path
 
 from mupctl.data.prepare import prepare
 
-SHARDS = 64
-
 
 def roots() -> list[Path]:
     """The stdlib and the installed torch package (found without importing torch)."""
@@ -35,12 +33,12 @@ def roots() -> list[Path]:
 
 
 def sources(root: Path):
-    """(path, text) of every UTF-8 .py file below root, sorted, outside site-packages."""
+    """The text of every UTF-8 .py file below root, sorted by path, outside site-packages."""
     for path in sorted(root.rglob("*.py")):
         if "site-packages" in path.relative_to(root).parts:
             continue
         try:
-            yield path, path.read_text("utf-8")
+            yield path.read_text("utf-8")
         except (UnicodeDecodeError, OSError):
             continue
 
@@ -49,15 +47,11 @@ def main(out: str) -> None:
     from importlib.metadata import version
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
-        shards = [open(Path(tmp) / f"{i:03d}.txt", "w", encoding="utf-8") for i in range(SHARDS)]
-        i = 0
         for root in roots():
             counts[str(root)] = 0
-            for _, text in sources(root):
-                shards[i % SHARDS].write(text + "\n\n")
-                i, counts[str(root)] = i + 1, counts[str(root)] + 1
-        for f in shards:
-            f.close()
+            for text in sources(root):
+                (Path(tmp) / f"{sum(counts.values()):05d}.txt").write_text(text, encoding="utf-8")
+                counts[str(root)] += 1
         meta = prepare([tmp], out)
     info = {"python": platform.python_version(), "torch": version("torch"), "files": counts,
             "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"]}

@@ -14,7 +14,8 @@
 # PARALLEL, EXTRA (more --set overrides for every sweep) and TAG (a suffix for the sweep names, so that a
 # job can run again under other settings next to its earlier results, e.g. TAG=-1000steps STEPS=1000).
 # CORPUS=code trains every cell on the Python sources of the machine (benchmarks/code_corpus.py, built once
-# into $WORK/code-corpus) instead of the embedded Shakespeare, which a cell of more than ~110 steps repeats.
+# into $WORK/code-corpus) instead of the embedded Shakespeare, which a cell of more than ~110 steps repeats;
+# cells record the corpus's absolute path, so a RESTORE must use the same WORK path.
 # A CPU dry run: PY=.venv/bin/python STEPS=6 WIDTHS=64,128 LRS=1e-3,1e-2 \
 #   EXTRA="--set model.seq_len=32 --set train.global_batch=4 --set train.micro_batch=4 --set schedule.warmup_steps=2" … width-mup
 set -uo pipefail
@@ -28,6 +29,9 @@ STAGE=$WORK/stage; mkdir -p "$OUT" "$STAGE"
 if [[ -n ${RESTORE:-} ]]; then tar -xzf "$RESTORE" -C "$WORK"; fi
 if [[ ${CORPUS:-embedded} == code ]]; then
   [[ -f $WORK/code-corpus/corpus.json ]] || "$PY" benchmarks/code_corpus.py "$WORK/code-corpus" || exit 1
+  if [[ -f $STAGE/code-corpus.json ]] && ! cmp -s "$STAGE/code-corpus.json" "$WORK/code-corpus/corpus.json"; then
+    echo "warning: this code corpus differs from the one the restored cells trained on ($STAGE/code-corpus.json)"
+  fi
   cp "$WORK/code-corpus/corpus.json" "$STAGE/code-corpus.json"
   EXTRA="$EXTRA --set data.source=bin --set data.path=$(cd "$WORK/code-corpus" && pwd)"
 fi

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
-from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, fit_optimum, run_sweep, wider_is_better,
-                                     write_markdown)
+from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, data_passes, fit_optimum, run_sweep,
+                                     summarize_cells, wider_is_better, write_markdown)
 from mupctl.data.corpus import load_tokens
-from mupctl.diagnostics.tune import emit_recipe
+from mupctl.diagnostics.tune import caveats, emit_recipe
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
@@ -92,6 +92,18 @@ def test_transfer_cost_is_the_loss_lost_at_the_smallest_sizes_best_lr():
     curves = [{"val_loss": [inf, inf]}, {"val_loss": [1.0, 2.0]}]
     add_transfer_cost(curves)
     assert [c["transfer_cost"] for c in curves] == [None, None]
+
+
+def test_val_rose_lists_the_cells_that_rose_past_the_tolerance_and_tune_warns():
+    cells = [{"id": i, "size": s, "lr": lr, "final_val_loss": 1.0, "final_train_loss": 0.9, "val_rise": rise}
+             for i, (s, lr, rise) in enumerate([(32, 1e-3, None), (32, 1e-2, 0.005), (64, 1e-3, 0.3), (64, 1e-2, 0.02)])]
+    report = summarize_cells(cells, [32, 64], [1e-3, 1e-2])
+    assert report["val_rose"] == {"tolerance": 0.01, "cells": [2, 3], "max": 0.3}
+    report |= {"scaling_recipe": "mup", "sizes": [32, 64], "axis": "width", "steps": 10,
+               "proxy_recipe": {"train": {"global_batch": 8}, "model": {"seq_len": 64}}}
+    assert any(w.startswith("val loss rose at the end of 2 cell(s) (first: 2)")
+               for w in caveats(report, report["curves"][-1]["optimum"]))
+    assert data_passes(None, 10, None) is None  # synthetic data never repeats
 
 
 def test_val_rise_flags_a_cell_whose_val_loss_climbs_back(tmp_path):
@@ -173,9 +185,11 @@ def test_one_size_is_a_plain_lr_sweep_without_shift(recipe, sweep, tmp_path):
     res = run_cli("sweep", recipe, "--widths", "64", "--lrs", ",".join(map(str, LRS)), "--steps", "10", "--out", one)
     assert res.returncode == 0, res.stderr
     assert "3 cells (1 sizes × 3 LRs × 1 seeds): 0 to run, 3 finished or diverged before" in res.stderr
-    assert res.stdout.startswith("sweep: optimum shift n/a (one size); transfer cost at width 64: 0.0000 nats")
+    assert res.stdout.startswith("sweep: optimum shift n/a (one size); transfer cost at width 64: n/a; ")
     single = json.loads((one / "sweep.json").read_text())
     assert single["shift_octaves"] is None and single["wider_is_better"] == {"ok": None, "by_lr": []}
+    assert single["curves"][0]["transfer_cost"] is None
+    assert any("transfer to other sizes was not measured" in w for w in caveats(single, single["curves"][0]["optimum"]))
     assert single["curves"][0]["optimum"] == report["curves"][1]["optimum"]  # width 64, the same cells
     assert "- one size: an LR sweep, no shift or size check" in (one / "sweep.md").read_text()
 

@@ -75,8 +75,8 @@ def choose_axis(widths: list[int] | None, depths: list[int] | None, min_sizes: i
     axis = "width" if widths is not None else "depth"
     sizes = widths if widths is not None else depths
     if any(s <= 0 for s in sizes) or len(set(sizes)) < min_sizes:
-        raise UserError(f"needs at least {'two distinct positive sizes' if min_sizes == 2 else 'one positive size'}"
-                        f", got {sizes}", AXIS_FLAG[axis])
+        raise UserError(f"needs {'at least two distinct ' if min_sizes == 2 else ''}positive sizes, got {sizes}",
+                        AXIS_FLAG[axis])
     return axis, sorted(set(sizes))
 
 

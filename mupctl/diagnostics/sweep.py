@@ -8,7 +8,7 @@ overrides of `coord_cli.size_overrides` (base pinned), `<lr_key>=η`, `train.see
 
 Per cell: final train loss = mean of the last ⌈10 %⌉ of the logged train losses; final val loss =
 the val row at step N; val_rise = final val loss − the cell's best earlier eval (> 0.01 nats:
-the cell memorizes repeated data, listed in `val_rose` and warned about). Per size and LR: the mean over seeds of the val loss (∞ if any seed
+the cell memorizes repeated data or became unstable late; listed in `val_rose` and warned about). Per size and LR: the mean over seeds of the val loss (∞ if any seed
 diverged). Optimum per size (`fit_optimum`): the best grid LR, refined by the parabola in log2 η
 through it and its two neighbours. `shift_octaves` = max − min of log2 η* over sizes; under μP it
 stays near 0, under SP it moves about −1 per width doubling (Tensor Programs V).
@@ -83,8 +83,9 @@ def wider_is_better(sizes: list[int], lrs: list[float], curves: list[list[float]
 # -- cells ----------------------------------------------------------------------------------------
 
 def data_passes(recipe, steps: int, train_tokens: int | None) -> float | None:
-    """Passes a cell makes over the training split: steps · global_batch · seq_len / train_tokens
-    (None for synthetic data, which never repeats)."""
+    """Tokens a cell reads / tokens in its training split: steps · global_batch · seq_len / train_tokens.
+    Windows are drawn at random offsets, so this is how often each token is read on average, not a
+    count of epochs. None for synthetic data, which never repeats."""
     if not train_tokens:
         return None
     return steps * recipe.train.global_batch * recipe.model.seq_len / train_tokens
@@ -109,8 +110,8 @@ def cell_state(run_dir: Path, steps: int) -> str:
 def cell_losses(run_dir: Path, steps: int) -> dict:
     """final_train_loss, final_val_loss (∞ when the run did not finish: diverged, failed) and
     val_rise = final val loss − the lowest earlier val loss of the cell (None with one eval). A
-    val_rise > 0 means the model got worse on held-out data while training on: it memorizes
-    repeated data, and the final loss then ranks LRs by how little they fit."""
+    val_rise > 0 means the model got worse on held-out data late in training: usually it memorizes
+    repeated data (or a late instability), and the final loss then ranks LRs by how little they fit."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     train = [r["loss"] for r in rows if "loss" in r]
     val = [r["val_loss"] for r in rows if "val_loss" in r and r.get("step") == steps]
@@ -259,8 +260,9 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
 def add_transfer_cost(curves: list[dict]) -> None:
     """curve["transfer_cost"] = L(η₀) − min L: the val loss a size loses when trained at the smallest
     size's best grid LR η₀ (tune small, launch big) instead of at its own best grid LR; 0 at the
-    smallest size; ∞ (null in sweep.json) where η₀ diverged; None when a size has no finite loss."""
-    j = grid_best(curves[0]["val_loss"])
+    smallest size; ∞ (null in sweep.json) where η₀ diverged; None when a size has no finite loss
+    or only one size was swept."""
+    j = grid_best(curves[0]["val_loss"]) if len(curves) > 1 else None  # one size: nothing to transfer to
     for curve in curves:
         val, best = curve["val_loss"], grid_best(curve["val_loss"])
         curve["transfer_cost"] = None if j is None or best is None else val[j] - val[best]
@@ -305,8 +307,8 @@ def memorization_warning(report: dict) -> str:
     rose = report["val_rose"]
     return (f"val loss rose at the end of {len(rose['cells'])} of {len(report['cells'])} cells (up to "
             f"{rose['max']:.3f} nats above the cell's own best eval, first: {rose['cells'][0]}): the model "
-            f"memorizes repeated data, so these losses rank LRs by how little they fit; train on more data "
-            f"(data.source: bin) or for fewer --steps")
+            f"memorizes repeated data (or became unstable late), so these losses rank LRs by how little they "
+            f"fit; train on more data (data.source: bin) or for fewer --steps")
 
 
 def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depths: list[int] | None,
@@ -334,8 +336,10 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     data = preflight(first)
     passes = data_passes(first, steps, data.train_tokens)
     if passes is not None and passes > 1:
+        see = "watch for val_rose" if first.train.eval_interval < steps else \
+            "set train.eval_interval below --steps so that val_rose can see it"
         note(f"each cell reads {passes:.1f}× its {data.train_tokens:,}-token training split; past one pass "
-             f"the val loss can measure memorization (watch for val_rose; docs/diagnostics.md)")
+             f"the val loss can measure memorization ({see}; docs/diagnostics.md)")
     parallel = parallel or max(1, len(groups))
 
     for cell in cells:

@@ -60,6 +60,13 @@ def caveats(report: dict, opt: dict) -> list[str]:
     if (report["shift_octaves"] or 0) > 1:
         out.append(f"the optimum moved {report['shift_octaves']:.2f} octaves across the swept sizes: transfer "
                    "is not established at these sizes")
+    if len(report["sizes"]) < 2:
+        out.append(f"one {report['axis']} was swept: transfer to other sizes was not measured; sweep at least two "
+                   "sizes to check it")
+    rose = report.get("val_rose", {}).get("cells")  # absent in sweep.json files written before it existed
+    if rose:
+        out.append(f"val loss rose at the end of {len(rose)} cell(s) (first: {rose[0]}): the optimum may favour "
+                   "the LR that memorizes least; rerun on more data (data.source: bin) or for fewer --steps")
     train, model = report["proxy_recipe"]["train"], report["proxy_recipe"]["model"]
     small = [f"{k} {v} < {SIGNAL[k]}" for k, v in ((report["axis"], report["reference_size"]),
                                                      ("global_batch", train["global_batch"]),
