@@ -59,7 +59,8 @@ DEPTH_IN_BRANCH = {"adam": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0
 """Depth exponents b of λ under `depth_mup` for tensors inside residual branches (CompleteP α=1).
 Adam: LR ×λ⁰, eps ×λ⁻¹ (every in-branch gradient carries the 1/λ of the branch multiplier).
 Muon: LR and wd ×λ⁰: orthogonalization removes the 1/λ of the gradient as Adam's normalization
-does, and Muon has no eps; measured to transfer over depth 4 → 32 (docs/results/, round 6).
+does, and Muon has no eps; measured to transfer over depth 4 → 32 with adjust_lr_fn original
+(docs/results/, round 6), applied to match_rms_adamw by the same argument.
 SGD has no entry: `compiler.check_combination` rejects depth_mup + sgd."""
 
 HIDDEN_OUT_INIT_DEPTH = {"none": -0.5, "mup": -0.5, "depth_mup": 0.0}
