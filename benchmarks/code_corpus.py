@@ -21,6 +21,7 @@ import platform
 import sys
 import sysconfig
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from mupctl.data.prepare import prepare
@@ -44,7 +45,6 @@ def sources(root: Path):
 
 
 def main(out: str) -> None:
-    from importlib.metadata import version
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
         for root in roots():

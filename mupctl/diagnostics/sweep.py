@@ -8,9 +8,10 @@ overrides of `coord_cli.size_overrides` (base pinned), `<lr_key>=η`, `train.see
 
 Per cell: final train loss = mean of the last ⌈10 %⌉ of the logged train losses; final val loss =
 the val row at step N; val_rise = final val loss − the cell's best earlier eval (> 0.01 nats:
-the cell memorizes repeated data or became unstable late; listed in `val_rose` and warned about). Per size and LR: the mean over seeds of the val loss (∞ if any seed
-diverged). Optimum per size (`fit_optimum`): the best grid LR, refined by the parabola in log2 η
-through it and its two neighbours. `shift_octaves` = max − min of log2 η* over sizes; under μP it
+the cell memorizes repeated data or became unstable late; listed in `val_rose` and warned about).
+Per size and LR: the mean over seeds of the val loss (∞ if any seed diverged). Optimum per size
+(`fit_optimum`): the best grid LR, refined by the parabola in log2 η through it and its two
+neighbours. `shift_octaves` = max − min of log2 η* over sizes; under μP it
 stays near 0, under SP it moves about −1 per width doubling (Tensor Programs V).
 
 Resumable: a finished cell (train and val rows at step N) or a diverged one (DIVERGED.json) is
