@@ -174,7 +174,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
           force: bool = typer.Option(False, "--force", help="overwrite --emit-recipe"), as_json: bool = JsonOpt):
     """LR sweep across widths or depths: optimum per size, its shift in octaves, plot and report."""
     from mupctl.diagnostics.coord_cli import parse_list
-    from mupctl.diagnostics.sweep import run_sweep
+    from mupctl.diagnostics.sweep import run_sweep, shift_interval_text
     w, d = _sizes(widths, depths)
     report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,
                        gpus=parse_list(gpus, int, "--gpus") if gpus else None, lr_key=lr_key)
@@ -186,7 +186,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
         shown = f"{shift:.2f} octaves" if shift is not None else \
             "n/a (one size)" if len(report["sizes"]) < 2 else "n/a (no finite optimum)"
         cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
-        print(f"sweep: optimum shift {shown}; transfer cost at {report['axis']} {largest['size']}: {cost}; "
+        print(f"sweep: optimum shift {shown}{shift_interval_text(report)}; transfer cost at {report['axis']} {largest['size']}: {cost}; "
               f"{out / 'sweep.md'}")
 
 

@@ -10,12 +10,13 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
 from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, data_passes, fit_optimum, run_sweep,
-                                     summarize_cells, wider_is_better, write_markdown)
+                                     seed_statistics, summarize_cells, wider_is_better, write_markdown)
 from mupctl.data.corpus import load_tokens
 from mupctl.diagnostics.tune import caveats, emit_recipe
 from mupctl.errors import UserError
@@ -92,6 +93,38 @@ def test_transfer_cost_is_the_loss_lost_at_the_smallest_sizes_best_lr():
     curves = [{"val_loss": [inf, inf]}, {"val_loss": [1.0, 2.0]}]
     add_transfer_cost(curves)
     assert [c["transfer_cost"] for c in curves] == [None, None]
+
+
+def test_seed_statistics_measure_how_far_seeds_alone_move_the_shift():
+    lrs, sizes = [1e-3, 2e-3, 4e-3, 8e-3], [32, 64]
+    curve = {32: [1.3, 1.1, 1.2, 1.5], 64: [1.2, 1.25, 1.0, 1.4]}  # grid optima one octave apart
+    def cells(noise):
+        return [{"id": f"{s}-{lr}-{k}", "size": s, "lr": lr, "seed": k, "final_train_loss": 1.0,
+                 "final_val_loss": curve[s][i] + noise[k]} for s in sizes for i, lr in enumerate(lrs) for k in range(3)]
+    same = summarize_cells(cells([0.0, 0.0, 0.0]), sizes, lrs)  # seeds agree: no spread, interval = the shift
+    assert same["seed_sd"] == pytest.approx(0, abs=1e-12)
+    assert same["shift_interval"]["low"] == pytest.approx(same["shift_octaves"])
+    assert same["shift_interval"]["high"] == pytest.approx(same["shift_octaves"])
+    rng = np.random.default_rng(1)  # independent noise per cell, as large as the curves' differences
+    noisy = [c | {"final_val_loss": c["final_val_loss"] + rng.normal(0, 0.15)} for c in cells([0.0, 0.0, 0.0])]
+    stats = seed_statistics(noisy, sizes, lrs)
+    assert 0.08 < stats["seed_sd"] < 0.25
+    assert stats["shift_interval"]["high"] - stats["shift_interval"]["low"] > 0.5
+    assert stats["shift_interval"]["level"] == 0.9 and stats["shift_interval"]["resamples"] == 1000
+    assert seed_statistics(noisy, sizes, lrs) == stats  # deterministic, so reports are reproducible
+    report = summarize_cells(noisy, sizes, lrs) | {"scaling_recipe": "mup", "sizes": sizes, "axis": "width",
+                                                   "steps": 10_000, "proxy_recipe": {"train": {"global_batch": 64},
+                                                                                     "model": {"seq_len": 256}}}
+    def seeds_caveat(shift, high):
+        r = report | {"shift_octaves": shift, "shift_interval": report["shift_interval"] | {"high": high}}
+        return [w for w in caveats(r, r["curves"][-1]["optimum"]) if "seeds alone" in w]
+    assert seeds_caveat(0.6, 1.4) == ["the seeds alone move the optimum shift up to 1.40 octaves (90% seed-bootstrap "
+                                      "interval): rerun with more --seeds to establish transfer"]
+    assert seeds_caveat(0.6, 0.8) == [] and seeds_caveat(1.2, 1.4) == []  # resolved; or the shift caveat says it
+    one_seed = [c for c in noisy if c["seed"] == 0]
+    assert seed_statistics(one_seed, sizes, lrs) == {"seed_sd": None, "shift_interval": None}
+    one_size = seed_statistics([c for c in noisy if c["size"] == 32], [32], lrs)
+    assert one_size["shift_interval"] is None and one_size["seed_sd"] > 0
 
 
 def test_val_rose_lists_the_cells_that_rose_past_the_tolerance_and_tune_warns():

@@ -239,8 +239,40 @@ def note(message: str) -> None:
 
 # -- report ---------------------------------------------------------------------------------------
 
+def optima_of(lrs: list[float], curves) -> list[float]:
+    """log2 η* of each size's val-loss curve that has one; [] with one size (nothing to compare)."""
+    optima = [fit_optimum(lrs, list(curve))["log2_lr"] for curve in curves] if len(curves) > 1 else []
+    return [x for x in optima if x is not None]
+
+
+def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resamples: int = 1000,
+                    level: float = 0.9) -> dict:
+    """How far seeds alone move the result. seed_sd: the pooled standard deviation of a cell's final val
+    loss over its seeds, √(mean over (size, LR) groups of the unbiased variance), groups with a
+    diverged seed left out. shift_interval: a bootstrap of shift_octaves over seeds (each group's K
+    seeds drawn K times with replacement, curves = their means, `resamples` times, numpy seed 0): the
+    (1 − level)/2 and (1 + level)/2 quantiles. Both None with one seed; the interval also with one size.
+    A shift inside an interval that reaches 0.5 octave is not resolved by this many seeds."""
+    table = [[[c["final_val_loss"] for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
+             for size in sizes]
+    k = {len(group) for row in table for group in row}
+    if k != {max(k)} or max(k) < 2:
+        return {"seed_sd": None, "shift_interval": None}
+    losses = np.array(table, dtype=float)  # (sizes, LRs, seeds)
+    finite = np.isfinite(losses).all(-1)
+    sd = float(np.sqrt(losses[finite].var(axis=-1, ddof=1).mean())) if finite.any() else None
+    if len(sizes) < 2:
+        return {"seed_sd": sd, "shift_interval": None}
+    draw = np.random.default_rng(0).integers(0, losses.shape[-1], size=(resamples, *losses.shape))
+    means = np.take_along_axis(losses[None], draw, axis=-1).mean(-1)  # (resamples, sizes, LRs)
+    shifts = [max(o) - min(o) for o in (optima_of(lrs, m) for m in means) if o]
+    low, high = np.quantile(shifts, [(1 - level) / 2, (1 + level) / 2]) if shifts else (None, None)
+    return {"seed_sd": sd, "shift_interval": None if not shifts else
+            {"level": level, "low": float(low), "high": float(high), "resamples": resamples}}
+
+
 def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> dict:
-    """Per-size curves (mean over seeds), optima, shift and the wider-is-better check."""
+    """Per-size curves (mean over seeds), optima, shift, its seed interval and the wider-is-better check."""
     curves = []
     for size in sizes:
         by_lr = [[c for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
@@ -249,9 +281,10 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
     add_transfer_cost(curves)
     # one size (a plain LR sweep): nothing to compare across, so no shift and no size check
-    optima = [c["optimum"]["log2_lr"] for c in curves if c["optimum"]["log2_lr"] is not None and len(sizes) > 1]
+    optima = optima_of(lrs, [c["val_loss"] for c in curves])
     rose = [c for c in cells if (c.get("val_rise") or 0) > VAL_RISE_TOL]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
+            **seed_statistics(cells, sizes, lrs),
             "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
             "reference_size": sizes[-1],
             "val_rose": {"tolerance": VAL_RISE_TOL, "cells": [c["id"] for c in rose],
@@ -291,16 +324,26 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("| " + " | ".join([str(curve["size"]), *cells, where, log2, opt["fit"], cost]) + " |")
     shift, wib = report["shift_octaves"], report["wider_is_better"]
     checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
-    lines += [""] + ([f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}",
+    lines += [""] + ([f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}"
+                      + shift_interval_text(report),
                       f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within "
                       f"±1 octave of the optima: {wib['ok']} ({checked})"]
                      if len(report["sizes"]) > 1 else ["- one size: an LR sweep, no shift or size check"]) + \
         [f"- cells: {report['counts']}"]
+    if report["seed_sd"] is not None:
+        lines.append(f"- seed-to-seed standard deviation of a cell's val loss: {report['seed_sd']:.4f} nats")
     if report["data_passes"] is not None:
         lines.append(f"- passes over the training split per cell: {report['data_passes']:.2f}")
     if report["val_rose"]["cells"]:
         lines.append(f"- **warning:** {memorization_warning(report)}")
     path.write_text("\n".join(lines + [""]))
+
+
+def shift_interval_text(report: dict) -> str:
+    """' (90 % seed-bootstrap interval 0.21–1.93)' after the shift, or '' without one."""
+    ci = report.get("shift_interval")
+    return "" if ci is None else \
+        f" ({ci['level']:.0%} seed-bootstrap interval {ci['low']:.2f}–{ci['high']:.2f})"
 
 
 def memorization_warning(report: dict) -> str:

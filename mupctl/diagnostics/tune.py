@@ -60,6 +60,10 @@ def caveats(report: dict, opt: dict) -> list[str]:
     if (report["shift_octaves"] or 0) > 1:
         out.append(f"the optimum moved {report['shift_octaves']:.2f} octaves across the swept sizes: transfer "
                    "is not established at these sizes")
+    interval = report.get("shift_interval")  # absent in sweep.json files written before it existed
+    if interval and interval["high"] > 1 >= (report["shift_octaves"] or 0):
+        out.append(f"the seeds alone move the optimum shift up to {interval['high']:.2f} octaves "
+                   f"({interval['level']:.0%} seed-bootstrap interval): rerun with more --seeds to establish transfer")
     if len(report["sizes"]) < 2:
         out.append(f"one {report['axis']} was swept: transfer to other sizes was not measured; sweep at least two "
                    "sizes to check it")
