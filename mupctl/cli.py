@@ -186,8 +186,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
         shown = f"{shift:.2f} octaves" if shift is not None else \
             "n/a (one size)" if len(report["sizes"]) < 2 else "n/a (no finite optimum)"
         cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
-        print(f"sweep: optimum shift {shown}{shift_interval_text(report)}; transfer cost at {report['axis']} {largest['size']}: {cost}; "
-              f"{out / 'sweep.md'}")
+        print(f"sweep: optimum shift {shown}{shift_interval_text(report)}; transfer cost at {report['axis']} "
+              f"{largest['size']}: {cost}; {out / 'sweep.md'}")
 
 
 @app.command()

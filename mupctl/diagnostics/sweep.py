@@ -252,7 +252,7 @@ def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resam
     diverged seed left out. shift_interval: a bootstrap of shift_octaves over seeds (each group's K
     seeds drawn K times with replacement, curves = their means, `resamples` times, numpy seed 0): the
     (1 − level)/2 and (1 + level)/2 quantiles. Both None with one seed; the interval also with one size.
-    A shift inside an interval that reaches 0.5 octave is not resolved by this many seeds."""
+    An interval reaching below 0.5 octave: these seeds cannot tell the shift from transfer."""
     table = [[[c["final_val_loss"] for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
              for size in sizes]
     k = {len(group) for row in table for group in row}
@@ -340,7 +340,7 @@ def write_markdown(report: dict, path: Path) -> None:
 
 
 def shift_interval_text(report: dict) -> str:
-    """' (90 % seed-bootstrap interval 0.21–1.93)' after the shift, or '' without one."""
+    """' (90% seed-bootstrap interval 0.21–1.93)' after the shift, or '' without one."""
     ci = report.get("shift_interval")
     return "" if ci is None else \
         f" ({ci['level']:.0%} seed-bootstrap interval {ci['low']:.2f}–{ci['high']:.2f})"
