@@ -239,10 +239,9 @@ def note(message: str) -> None:
 
 # -- report ---------------------------------------------------------------------------------------
 
-def optima_of(lrs: list[float], curves) -> list[float]:
-    """log2 η* of each size's val-loss curve that has one; [] with one size (nothing to compare)."""
-    optima = [fit_optimum(lrs, list(curve))["log2_lr"] for curve in curves] if len(curves) > 1 else []
-    return [x for x in optima if x is not None]
+def comparable_optima(fits: list[dict]) -> list[float]:
+    """log2 η* of each size's `fit_optimum` result that has one; [] with one size (nothing to compare)."""
+    return [f["log2_lr"] for f in fits if f["log2_lr"] is not None] if len(fits) > 1 else []
 
 
 def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resamples: int = 1000,
@@ -265,7 +264,8 @@ def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resam
         return {"seed_sd": sd, "shift_interval": None}
     draw = np.random.default_rng(0).integers(0, losses.shape[-1], size=(resamples, *losses.shape))
     means = np.take_along_axis(losses[None], draw, axis=-1).mean(-1)  # (resamples, sizes, LRs)
-    shifts = [max(o) - min(o) for o in (optima_of(lrs, m) for m in means) if o]
+    shifts = [max(o) - min(o) for o in (comparable_optima([fit_optimum(lrs, list(row)) for row in m])
+                                        for m in means) if o]
     low, high = np.quantile(shifts, [(1 - level) / 2, (1 + level) / 2]) if shifts else (None, None)
     return {"seed_sd": sd, "shift_interval": None if not shifts else
             {"level": level, "low": float(low), "high": float(high), "resamples": resamples}}
@@ -281,7 +281,7 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
     add_transfer_cost(curves)
     # one size (a plain LR sweep): nothing to compare across, so no shift and no size check
-    optima = optima_of(lrs, [c["val_loss"] for c in curves])
+    optima = comparable_optima([c["optimum"] for c in curves])
     rose = [c for c in cells if (c.get("val_rise") or 0) > VAL_RISE_TOL]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
             **seed_statistics(cells, sizes, lrs),
