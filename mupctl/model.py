@@ -39,6 +39,12 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """loss_fn of the logits h·Wᵀ. Compiled, the fp32 upcast fuses into the loss kernels, so the
+    (tokens × vocab) logits exist once, in the matmul's dtype, and never in fp32."""
+    return loss_fn(F.linear(h, weight), targets)
+
+
 def rope_tables(seq_len: int, d_head: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of the angles t·θ^(-2i/d_head), shape (seq_len, d_head/2), fp32."""
     inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head)
@@ -167,6 +173,7 @@ class GPT(nn.Module):
         self.emb_mult, self.out_mult = mult["embedding"], mult["output_logits"]
         self.activation_checkpointing = activation_checkpointing
         self.record: dict | None = None
+        self.head_loss = head_loss
 
         self.tok_emb = Embedding(m["vocab_size"], m["d_model"], device)
         self.pos_emb = Embedding(m["seq_len"], m["d_model"], device) if m["position"] == "learned" else None
@@ -181,6 +188,14 @@ class GPT(nn.Module):
         self.tags = {f"{prefix}.{name}": Tag(role, mod in in_branch)
                      for prefix, mod in self.named_modules() for name, role in getattr(mod, "roles", {}).items()}
         self.init_weights()
+
+    def compile_pieces(self) -> None:
+        """torch.compile every block and the head's loss, each on its own, instead of the whole
+        model: what FSDP2 needs (one FSDP unit per block, its hooks outside the compiled graphs).
+        Call before `fully_shard`. Only the embedding lookup and the final norm stay eager."""
+        for block in self.blocks:
+            block.compile()
+        self.head_loss = torch.compile(head_loss)
 
     def param_roles(self) -> dict[str, str]:
         """Parameter name → role, as declared by the creating modules."""
@@ -222,7 +237,10 @@ class GPT(nn.Module):
         h = self.norm_f(x)
         if self.out_mult != 1.0:
             h = h * self.out_mult
-        logits = F.linear(h, self.tok_emb.weight if self.lm_head is None else self.lm_head.weight)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        if targets is not None and self.record is None:
+            return self.head_loss(h, weight, targets)
+        logits = F.linear(h, weight)
         if self.record is not None:
             branch = torch.stack(stats).mean(0)  # (attn_out, mlp_out) averaged over layers
             logits32 = logits.detach().float()

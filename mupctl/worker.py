@@ -97,9 +97,9 @@ def build(plan: dict, recipe, device: torch.device, world: int):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
         kw = {"mp_policy": mp} if mp else {}
+        if compile_on:
+            model.compile_pieces()
         for block in model.blocks:
-            if compile_on:
-                block.compile()
             fully_shard(block, **kw)
         fully_shard(model, **kw)
         wrapped = model

@@ -51,6 +51,15 @@ def test_two_ranks_match_one_rank(cli, tmp_path, strategy):
     assert one[-1] < one[0]
 
 
+def test_fsdp_compiled_pieces_follow_eager(cli, tmp_path):
+    """train.compile under FSDP2 compiles each block and the head's loss on its own
+    (GPT.compile_pieces); 2 gloo ranks then follow the eager trajectory."""
+    fsdp = ["--set", "launch.strategy=fsdp", "--nproc-per-node", "2"]
+    eager = losses(cli, tmp_path, "eager", *fsdp)
+    compiled = losses(cli, tmp_path, "compiled", *fsdp, "--set", "train.compile=true")
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
+
+
 @pytest.mark.parametrize("recipe", ["mup", "depth_mup"])
 def test_two_ranks_muon(cli, tmp_path, recipe):
     extra = ["--set", "optimizer.name=muon", "--set", f"scaling.recipe={recipe}", "--set", "scaling.base.n_layers=1"]

@@ -127,7 +127,9 @@ class LaunchConfig(Section):
     rdzv_endpoint: Optional[str] = Field(None, description="host:port; required when nnodes > 1")
     rdzv_id: Optional[str] = None
     max_restarts: int = Field(0, ge=0, description="worker-group restarts from the latest checkpoint")
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: weights replicated; fsdp: FSDP2, weights, grads and optimizer state sharded "
+                           "over ranks, for models whose state does not fit one GPU")
     device: Literal["auto", "cuda", "cpu"] = "auto"
 
 
