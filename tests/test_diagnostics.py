@@ -132,9 +132,9 @@ def test_val_rose_lists_the_cells_that_rose_past_the_tolerance_and_tune_warns():
              for i, (s, lr, rise) in enumerate([(32, 1e-3, None), (32, 1e-2, 0.005), (64, 1e-3, 0.3), (64, 1e-2, 0.02)])]
     report = summarize_cells(cells, [32, 64], [1e-3, 1e-2])
     assert report["val_rose"] == {"tolerance": 0.01, "cells": [2, 3], "max": 0.3}
-    report |= {"scaling_recipe": "mup", "sizes": [32, 64], "axis": "width", "steps": 10,
+    report |= {"cells": cells, "scaling_recipe": "mup", "sizes": [32, 64], "axis": "width", "steps": 10,
                "proxy_recipe": {"train": {"global_batch": 8}, "model": {"seq_len": 64}}}
-    assert any(w.startswith("val loss rose at the end of 2 cell(s) (first: 2)")
+    assert any(w.startswith("val loss rose at the end of 2 of 4 cells (up to 0.300 nats") and "first: 2)" in w
                for w in caveats(report, report["curves"][-1]["optimum"]))
     assert data_passes(None, 10, None) is None  # synthetic data never repeats
 

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from mupctl.diagnostics.coord_cli import base_overrides, size_overrides
+from mupctl.diagnostics.sweep import memorization_warning
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
@@ -67,10 +68,8 @@ def caveats(report: dict, opt: dict) -> list[str]:
     if len(report["sizes"]) < 2:
         out.append(f"one {report['axis']} was swept: transfer to other sizes was not measured; sweep at least two "
                    "sizes to check it")
-    rose = report.get("val_rose", {}).get("cells")  # absent in sweep.json files written before it existed
-    if rose:
-        out.append(f"val loss rose at the end of {len(rose)} cell(s) (first: {rose[0]}): the optimum may favour "
-                   "the LR that memorizes least; rerun on more data (data.source: bin) or for fewer --steps")
+    if report.get("val_rose", {}).get("cells"):  # absent in sweep.json files written before it existed
+        out.append(memorization_warning(report))
     train, model = report["proxy_recipe"]["train"], report["proxy_recipe"]["model"]
     small = [f"{k} {v} < {SIGNAL[k]}" for k, v in ((report["axis"], report["reference_size"]),
                                                      ("global_batch", train["global_batch"]),
