@@ -244,6 +244,11 @@ def comparable_optima(fits: list[dict]) -> list[float]:
     return [f["log2_lr"] for f in fits if f["log2_lr"] is not None] if len(fits) > 1 else []
 
 
+def group_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> list[list[list[dict]]]:
+    """groups[i][j]: the cells (one per seed) of size sizes[i] and LR lrs[j]."""
+    return [[[c for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs] for size in sizes]
+
+
 def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resamples: int = 1000,
                     level: float = 0.9) -> dict:
     """How far seeds alone move the result. seed_sd: the pooled standard deviation of a cell's final val
@@ -252,8 +257,7 @@ def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resam
     seeds drawn K times with replacement, curves = their means, `resamples` times, numpy seed 0): the
     (1 − level)/2 and (1 + level)/2 quantiles. Both None with one seed; the interval also with one size.
     An interval reaching below 0.5 octave: these seeds cannot tell the shift from transfer."""
-    table = [[[c["final_val_loss"] for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
-             for size in sizes]
+    table = [[[c["final_val_loss"] for c in group] for group in row] for row in group_cells(cells, sizes, lrs)]
     k = {len(group) for row in table for group in row}
     if k != {max(k)} or max(k) < 2:
         return {"seed_sd": None, "shift_interval": None}
@@ -274,8 +278,7 @@ def seed_statistics(cells: list[dict], sizes: list[int], lrs: list[float], resam
 def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> dict:
     """Per-size curves (mean over seeds), optima, shift, its seed interval and the wider-is-better check."""
     curves = []
-    for size in sizes:
-        by_lr = [[c for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs]
+    for size, by_lr in zip(sizes, group_cells(cells, sizes, lrs)):
         val = [sum(c["final_val_loss"] for c in group) / len(group) for group in by_lr]
         train = [sum(c["final_train_loss"] for c in group) / len(group) for group in by_lr]
         curves.append({"size": size, "val_loss": val, "train_loss": train, "optimum": fit_optimum(lrs, val)})
