@@ -182,7 +182,8 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     assert saved["curves"] == report["curves"] and saved["lr_key"] == "optimizer.lr"
     assert "| 32 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 10_000
     assert all(c["val_rise"] is None for c in report["cells"])  # one eval per cell: nothing to compare
-    train_tokens = len(load_tokens()) - int(len(load_tokens()) * 0.05)  # the embedded split, val_fraction 0.05
+    corpus = len(load_tokens())
+    train_tokens = corpus - int(corpus * 0.05)  # the embedded split, val_fraction 0.05
     assert report["data_passes"] == pytest.approx(10 * 8 * 64 / train_tokens)
     assert f"- passes over the training split per cell: {report['data_passes']:.2f}" in (out / "sweep.md").read_text()
     assert report["val_rose"]["cells"] == [] and "warning" not in (out / "sweep.md").read_text()
