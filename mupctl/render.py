@@ -41,7 +41,9 @@ def print_plan(plan: dict, explain: bool = False, console: Console | None = None
     c = console or make_console()
     m, s = plan["model"], plan["summary"]
     c.print(f"[bold]{plan['name']}[/]  recipe [cyan]{plan['recipe']}[/]  optimizer [cyan]{plan['optimizer']}[/]"
-            f"  m = {plan['width_mult']:g}  λ = {plan['depth_mult']:g}  m_head = {plan['head_dim_mult']:g}"
+            f"  m = {plan['width_mult']:g}  λ = {plan['depth_mult']:g}"
+            + (f"  α = {plan['depth_alpha']:g}" if plan.get("depth_alpha") is not None else "")
+            + f"  m_head = {plan['head_dim_mult']:g}"
             f"  base = {plan['base']}")
 
     t = Table(title="model", show_header=False)

@@ -46,3 +46,19 @@ def test_adamw_lr_times_wd_is_width_independent(heads, head_dim, layers, width_m
         w = next(t for t in wide["tensors"] if t["role"] == role and t["name"] == b["name"])
         assert abs(w["lr"] * w["weight_decay"] - b["lr"] * b["weight_decay"]) <= 1e-15
         assert w["lr"] == b["lr"] / width_mult or abs(w["lr"] - b["lr"] / width_mult) < 1e-18
+
+
+@settings(max_examples=30, deadline=None)
+@given(layers=st.integers(1, 4), depth_mult=st.integers(1, 16), alpha=st.floats(0.5, 1.0),
+       opt=st.sampled_from(["adamw", "muon"]))
+def test_depth_mup_lr_times_wd_is_depth_independent(layers, depth_mult, alpha, opt):
+    """Under any CompleteP α the in-branch LR moves as λ^(α-1) and LR·wd stays put."""
+    def deep(mult):
+        raw = {"model": {"d_model": 64, "n_heads": 2, "n_layers": layers * mult},
+               "scaling": {"recipe": "depth_mup", "base": {"d_model": 64, "n_layers": layers},
+                           "depth_alpha": alpha},
+               "optimizer": {"name": opt, "weight_decay": 0.1, "muon": {"weight_decay": 0.1}}}
+        return next(t for t in build_plan(load_recipe(raw=raw))["tensors"] if t["role"] == "hidden")
+    b, d = deep(1), deep(depth_mult)
+    assert abs(d["lr"] * d["weight_decay"] - b["lr"] * b["weight_decay"]) <= 1e-12 * b["lr"] * b["weight_decay"]
+    assert abs(d["lr"] - b["lr"] * depth_mult ** (alpha - 1)) <= 1e-12 * b["lr"]

@@ -107,6 +107,35 @@ def test_muon_golden(recipe, mode):
     assert plan["multipliers"]["residual_branch"] == pytest.approx(1 / d)
 
 
+@pytest.mark.parametrize("opt", ["adamw", "muon"])
+def test_depth_alpha_half_golden(opt):
+    """CompleteP at α = ½ (Yang et al.'s Depth-μP): branch ×λ^-½, in-branch LR ×λ^-½, wd ×λ^½,
+    Adam eps ×λ^-½; everything outside the branches and every init as at α = 1."""
+    plan = plan_for("depth_mup", opt, scaling={"depth_alpha": 0.5})
+    r = math.sqrt(LAM)  # λ^½ = 2
+    assert plan["depth_alpha"] == 0.5
+    assert plan["multipliers"]["residual_branch"] == pytest.approx(1 / r)
+    assert plan["multiplier_exponents"]["residual_branch"]["lambda"] == -0.5
+    qkv, down = by_name(plan, "blocks.0.attn.qkv.weight"), by_name(plan, "blocks.3.mlp.down.weight")
+    if opt == "adamw":
+        assert qkv["lr"] == pytest.approx(ETA / (M * r)) and qkv["eps"] == pytest.approx(EPS / (M * r))
+        assert qkv["weight_decay"] == pytest.approx(WD * M * r)
+    else:
+        assert qkv["lr"] == pytest.approx(MUON_LR / r) and qkv["weight_decay"] == pytest.approx(WD * r)
+    assert down["lr"] == pytest.approx(qkv["lr"]) and down["init_std"] == pytest.approx(SIGMA / math.sqrt(2 * L_BASE * M))
+    norm = by_name(plan, "blocks.0.attn_norm.weight")
+    assert norm["lr"] == pytest.approx(ETA / r) and norm["eps"] == pytest.approx(EPS / (M * r))
+    assert by_name(plan, "norm_f.weight")["lr"] == pytest.approx(ETA)
+    assert by_name(plan, "tok_emb.weight")["eps"] == pytest.approx(EPS / M)
+    assert plan_for("depth_mup", opt)["depth_alpha"] == 1.0 and plan_for("mup", opt)["depth_alpha"] is None
+
+
+def test_depth_alpha_needs_depth_mup():
+    with pytest.raises(UserError, match="only depth_mup scales depth") as err:
+        plan_for("mup", "adamw", scaling={"depth_alpha": 0.5})
+    assert err.value.field == "scaling.depth_alpha"
+
+
 def test_depth_mup_rejects_sgd():
     with pytest.raises(UserError, match="optimizer.name"):
         plan_for("depth_mup", "sgd")

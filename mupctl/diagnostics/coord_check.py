@@ -16,7 +16,8 @@ step-0 batch) and the model θ_t after t optimizer steps,
 
 must be Θ(1) in size. Both are measured under torch.no_grad with the model in the check's own
 precision (fp32), and are 0 exactly at t = 0, so their slopes start at step 1 (log2 0 is not a
-number). Why it matters across depth: under depth_mup (branch multiplier 1/L, L = n_layers/base)
+number). Why it matters across depth: under depth_mup (branch multiplier 1/L at the default α = 1,
+L = n_layers/base)
 the L random init branch outputs are uncorrelated and add up to √L · 1/L = L^-½, which can tilt
 the raw `residual` RMS, while the updates of the L branches are aligned and add up to L · 1/L = Θ(1):
 the theory (CompleteP; Tensor Programs VI; Bordelon et al.) predicts a flat Δ. Without the 1/L

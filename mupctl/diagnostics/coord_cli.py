@@ -10,15 +10,16 @@ an explicit `model.d_ff` or `model.n_kv_heads` grows in proportion. Depth L: `mo
 
 Verdict (`pass`, which decides the exit code): per judged role, max over steps t ≥ 2 of
 |d log2 rms / d log2 size| ≤ threshold. Across depth only `residual` and `logits_centered` are
-judged: under depth_mup the branch outputs (`attn_out`, `mlp_out`) carry the 1/λ multiplier and
+judged: under depth_mup the branch outputs (`attn_out`, `mlp_out`) carry the λ^-α multiplier and
 shrink with depth by design.
 
 Δ verdict (`delta_verdict`, reported next to it, never instead of it): the same test over the
 Δ-from-init roles `residual_delta` and `logits_centered_delta` (RMS of h_t(x₀) − h_0(x₀) on the
 step-0 batch; `coord_check` module docstring). Across depth this is the quantity depth-μP
-(CompleteP, α = 1) makes Θ(1): feature learning, the change of the representation from init. The
-raw `residual` RMS also carries the sum of the L random init branch outputs, √L · 1/L = L^-½ under
-depth_mup; the two verdicts can differ only where that init term is not small against Δ.
+(CompleteP, α ∈ [½, 1]) makes Θ(1): feature learning, the change of the representation from init.
+The raw `residual` RMS also carries the sum of the L random init branch outputs, √L · L^-α under
+depth_mup (L^-½ at α = 1); the two verdicts can differ only where that init term is not small
+against Δ.
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ from mupctl.scaling.compiler import resolved_base
 AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
 DEPTH_ROLES = ["residual", "logits_centered"]
 DEPTH_NOTE = ("across depth only residual and logits_centered are judged: under depth_mup the branch "
-              "outputs (attn_out, mlp_out) carry the 1/L multiplier and shrink with depth by design")
+              "outputs (attn_out, mlp_out) carry the L^-α multiplier and shrink with depth by design")
 DELTA_NOTE = ("delta_verdict judges the change from init on the fixed step-0 batch, RMS(h_t(x0) - h_0(x0)), of "
               "the residual stream entering the final norm and of the centred logits; Δ = 0 at step 0, so "
               "its slopes start at step 1 (null at step 0); it is reported next to pass, which alone sets "
               "the exit code")
 THEORY_NOTE = {  # (axis, whether the recipe scales that axis) → what the theory predicts
-    ("depth", True): ("depth-μP (CompleteP, α = 1) predicts a flat delta_verdict: L branch updates × the 1/L "
-                      "multiplier add up to Θ(1)"),
+    ("depth", True): ("depth-μP (CompleteP) predicts a flat delta_verdict: L branch updates, each L^(α-1) "
+                      "(in-branch LR) × L^-α (multiplier), add up to Θ(1)"),
     ("depth", False): ("no depth rule here (branch multiplier 1): the L branch updates add up to O(L), so "
                        "residual_delta should grow with depth (slope up to ≈ +1) and delta_verdict fail"),
     ("width", True): "μP predicts both the activations (pass) and their change from init (delta_verdict) flat in width",

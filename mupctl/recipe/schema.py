@@ -51,6 +51,9 @@ class ScalingConfig(Section):
     base: BaseShape = BaseShape()
     width_mult: Optional[float] = Field(
         None, gt=0, description="m = d_model / base width, instead of scaling.base.d_model (legacy mup_width_mult)")
+    depth_alpha: Optional[float] = Field(
+        None, ge=0.5, le=1, description="depth_mup only: CompleteP's alpha, branch multiplier lambda^-alpha, "
+        "in-branch LR lambda^(alpha-1); default 1")
     alpha_in: float = Field(1.0, gt=0, description="embedding output multiplier")
     alpha_out: float = Field(1.0, gt=0, description="logit multiplier (divided by m under mup)")
     alpha_attn: Optional[float] = Field(

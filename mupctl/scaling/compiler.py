@@ -10,7 +10,7 @@ import math
 
 from mupctl.architecture import ROLES, derive_shape, tensor_specs
 from mupctl.errors import UserError
-from mupctl.scaling.rules import FORWARD, QUANTITIES, exponents, family, scale
+from mupctl.scaling.rules import QUANTITIES, exponents, family, forward_exponents, scale
 
 def check_combination(recipe) -> None:
     """Reject recipe × optimizer combinations no published rule covers (exit 2 at plan time)."""
@@ -23,6 +23,9 @@ def check_combination(recipe) -> None:
         raise UserError("Adam's coupled L2 decay has no muP rule; use optimizer.name: adamw for "
                         f"decoupled weight decay, or set 0, got {recipe.optimizer.weight_decay}",
                         "optimizer.weight_decay")
+    if recipe.scaling.depth_alpha is not None and rec != "depth_mup":
+        raise UserError(f"only depth_mup scales depth; set scaling.recipe: depth_mup or drop "
+                        f"scaling.depth_alpha (got recipe {rec})", "scaling.depth_alpha")
     if recipe.scaling.readout_zero_init and recipe.model.tie_embeddings:
         raise UserError("needs an untied output head; set model.tie_embeddings: false or drop it",
                         "scaling.readout_zero_init")
@@ -87,12 +90,20 @@ def _optimizer_name(recipe, fam: str) -> str:
     return name
 
 
+def depth_alpha(recipe) -> float | None:
+    """CompleteP's α under depth_mup (`scaling.depth_alpha`, default 1); None for none/mup."""
+    if recipe.scaling.recipe != "depth_mup":
+        return None
+    return 1.0 if recipe.scaling.depth_alpha is None else recipe.scaling.depth_alpha
+
+
 def policy(recipe, role: str, in_branch: bool, ndim: int, m: float, lam: float, base_layers: int) -> dict:
     """Values and exponents of every quantity for one (role, in_branch, ndim)."""
     fam = family(recipe.optimizer.name, role, ndim, recipe.optimizer.muon.adjust_lr_fn)
     out: dict = {"optimizer": _optimizer_name(recipe, fam), "exponents": {}}
+    alpha = depth_alpha(recipe) or 1.0
     for q in QUANTITIES:
-        a, b = exponents(recipe.scaling.recipe, fam, role, in_branch, q)
+        a, b = exponents(recipe.scaling.recipe, fam, role, in_branch, q, alpha)
         out[q] = scale(base_value(recipe, fam, role, q, base_layers), a, b, m, lam)
         out["exponents"][q] = {"m": a, "lambda": b}
     return out
@@ -104,7 +115,7 @@ def multipliers(recipe, m: float, lam: float, m_head: float, base_head: int) -> 
     bases = {"embedding": sc.alpha_in, "output_logits": sc.alpha_out,
              "attention_scale": alpha_attn / base_head, "residual_branch": 1.0}
     values, exps = {}, {}
-    for name, (a, b, c) in FORWARD[sc.recipe].items():
+    for name, (a, b, c) in forward_exponents(sc.recipe, depth_alpha(recipe) or 1.0).items():
         values[name] = bases[name] * m**a * lam**b * m_head**c
         exps[name] = {"m": a, "lambda": b, "m_head": c}
     return values, exps
@@ -163,6 +174,7 @@ def compile_policy(recipe) -> dict:
         "optimizer": recipe.optimizer.name,
         "width_mult": m,
         "depth_mult": lam,
+        "depth_alpha": depth_alpha(recipe),
         "head_dim_mult": m_head,
         "base": base,
         "roles": roles,
