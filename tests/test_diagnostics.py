@@ -234,6 +234,9 @@ def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):
     write_markdown(report | {"axis": "depth"}, tmp_path / "depth.md")
     text = (tmp_path / "depth.md").read_text()
     assert "- deeper is better at every LR" in text and "wider" not in text and "warning" not in text
+    assert report["depth_alpha"] is None and f"({report['scaling_recipe']}, adamw)" in text
+    write_markdown(report | {"scaling_recipe": "depth_mup", "depth_alpha": 0.5}, tmp_path / "alpha.md")
+    assert "(depth_mup, α = 0.5, adamw) over width" in (tmp_path / "alpha.md").read_text()
     first = report["cells"][0]["id"]
     write_markdown(report | {"val_rose": {"tolerance": 0.01, "cells": [first], "max": 0.8}}, tmp_path / "rose.md")
     assert f"- **warning:** val loss rose at the end of 1 of 6 cells (up to 0.800 nats above the cell's own best " \

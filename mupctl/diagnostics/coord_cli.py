@@ -32,7 +32,7 @@ from pathlib import Path
 from mupctl.errors import UserError
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
-from mupctl.scaling.compiler import resolved_base
+from mupctl.scaling.compiler import depth_alpha, resolved_base
 
 AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
 DEPTH_ROLES = ["residual", "logits_centered"]
@@ -55,6 +55,12 @@ FROM_STEP = 2
 
 
 # -- shared by the diagnostics commands -----------------------------------------------------------
+
+def recipe_label(report: dict) -> str:
+    """"depth_mup, α = 0.5" for titles: the scaling recipe, and CompleteP's α under depth_mup."""
+    alpha = report.get("depth_alpha")  # absent in reports written before it existed
+    return report["scaling_recipe"] + ("" if alpha is None else f", α = {alpha:g}")
+
 
 def parse_list(text: str, kind: type, field: str) -> list:
     """"128,256,512" → [128, 256, 512] (kind=int); "1e-3,3e-3" → [0.001, 0.003] (kind=float)."""
@@ -182,8 +188,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                "note": DEPTH_NOTE if axis == "depth" else "across width every recorded RMS role is judged",
                "delta_verdict": {**delta, "judged_roles": list(DELTA_ROLES), "note": DELTA_NOTE},
                "theory": theory, "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
-    report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "optimizer": first.optimizer.name,
-              "base": resolved_base(first), "overrides": list(overrides), "batch": batch, "seq_len": seq_len,
+    report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "depth_alpha": depth_alpha(first),
+              "optimizer": first.optimizer.name, "base": resolved_base(first), "overrides": list(overrides), "batch": batch, "seq_len": seq_len,
               "seed": seed, **result, "summary": summary}
     write_json(out / "coord_check.json", report)
     plot_coord_check(report, out / "coord_check.png")

@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+from mupctl.diagnostics.coord_cli import recipe_label
 from mupctl.errors import UserError
 
 ROLE_ORDER = ["embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered",
@@ -67,7 +68,7 @@ def plot_coord_check(report: dict, path: Path) -> None:
                  shrink=0.8)
     verdict = "PASS" if summary["pass"] else "FAIL"
     delta_text = "" if delta["pass"] is None else f"; Δ from init: {'PASS' if delta['pass'] else 'FAIL'}"
-    fig.suptitle(f"{report['name']} ({report['scaling_recipe']}, {report['optimizer']}): coordinate check over "
+    fig.suptitle(f"{report['name']} ({recipe_label(report)}, {report['optimizer']}): coordinate check over "
                  f"{summary['axis']} — RMS: {verdict}{delta_text} (max |slope| from step {summary['from_step']} "
                  f"≤ {summary['threshold']:g})", fontsize=10)
     fig.savefig(path, dpi=110)
@@ -96,7 +97,7 @@ def plot_sweep(report: dict, path: Path) -> None:
     ax.set_xlabel(f"{report['lr_key']} (× on top: diverged)")
     ax.set_ylabel(f"val loss after {report['steps']} steps (mean of {report['seeds']} seed(s))")
     shift = report["shift_octaves"]
-    ax.set_title(f"{report['name']} ({report['scaling_recipe']}): LR sweep over {report['axis']} — optimum "
+    ax.set_title(f"{report['name']} ({recipe_label(report)}): LR sweep over {report['axis']} — optimum "
                  f"shift {'n/a' if shift is None else f'{shift:.2f} octaves'}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mupctl.diagnostics.coord_cli import choose_axis, finite_json, sized_overrides, write_json
+from mupctl.diagnostics.coord_cli import choose_axis, finite_json, recipe_label, sized_overrides, write_json
 from mupctl.errors import RunFailure, UserError
 from mupctl.launch.launcher import changed_fields, preflight
 from mupctl.metrics import read_jsonl
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
-from mupctl.scaling.compiler import resolved_base
+from mupctl.scaling.compiler import depth_alpha, resolved_base
 
 POLL_S = 0.2
 VAL_RISE_TOL = 0.01  # nats: a cell whose final val loss is this far above its own best eval memorizes
@@ -309,7 +309,7 @@ def write_markdown(report: dict, path: Path) -> None:
     """sweep.md: mean val loss per size × LR (best in bold, — = diverged), optima, shift, wider-is-better,
     and a warning when cells memorize (`val_rose`)."""
     lrs = report["lrs"]
-    lines = [f"# LR sweep: {report['name']} ({report['scaling_recipe']}, {report['optimizer']}) over "
+    lines = [f"# LR sweep: {report['name']} ({recipe_label(report)}, {report['optimizer']}) over "
              f"{report['axis']}", "",
              f"{report['steps']} steps, {report['seeds']} seed(s); mean val loss after the last step; "
              f"LR key `{report['lr_key']}`.", "",
@@ -407,7 +407,8 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
 
     counts = {k: sum(c["action"] == k for c in cells) for k in ("launched", "resumed", "skipped")} | \
         {k: sum(c["status"] == k for c in cells) for k in ("done", "diverged", "failed")}
-    report = {"name": proxy.name, "scaling_recipe": proxy.scaling.recipe, "optimizer": proxy.optimizer.name,
+    report = {"name": proxy.name, "scaling_recipe": proxy.scaling.recipe, "depth_alpha": depth_alpha(proxy),
+              "optimizer": proxy.optimizer.name,
               "recipe_path": None if recipe_path is None else str(Path(recipe_path).resolve()),
               "overrides": list(overrides), "proxy_recipe": proxy.model_dump(mode="json"),
               "base": resolved_base(proxy), "axis": axis, "sizes": sizes, "lrs": lrs, "seeds": seeds,
