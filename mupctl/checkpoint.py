@@ -148,6 +148,40 @@ def _set_rng_state(state: dict) -> None:
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+def file_problem(path: Path) -> str | None:
+    """What makes checkpoint dir ``path`` unreadable without loading any tensor, or None: a missing
+    file, an unreadable ``meta.json`` or ``.metadata``, or a shard shorter than ``.metadata`` says
+    (a torn or truncated write). Bit flips inside a shard are not detected (DCP stores no checksums)."""
+    missing = [f for f in ("COMMITTED", ".metadata", "meta.json") if not (path / f).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        json.loads((path / "meta.json").read_text())
+        storage = dcp.FileSystemReader(str(path)).read_metadata().storage_data or {}
+    except Exception as e:  # noqa: BLE001 - any failure makes this checkpoint unusable
+        return _reason(e)
+    ends: dict[str, int] = {}
+    for info in storage.values():
+        ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
+    for name, end in sorted(ends.items()):
+        size = (path / name).stat().st_size if (path / name).is_file() else -1
+        if size < end:
+            return f"shard {name} is {'missing' if size < 0 else f'{size} bytes, .metadata needs {end}'}"
+    return None
+
+
+def readable_steps(ckpt_dir: Path) -> tuple[list[int], list[str]]:
+    """(steps of the step_* dirs that pass `file_problem`, "step_…: problem" for the others)."""
+    good, bad = [], []
+    for step, path in Checkpointer(ckpt_dir)._step_dirs():
+        problem = file_problem(path)
+        if problem is None:
+            good.append(step)
+        else:
+            bad.append(f"{path.name}: {problem}")
+    return good, bad
+
+
 class Checkpointer:
     """Saves/loads ``step_*`` checkpoints under ``ckpt_dir``; see the module docstring."""
 
@@ -272,9 +306,9 @@ class Checkpointer:
             # Phase 1 (local): files present, meta + this rank's RNG readable. Agreed before
             # dcp.load, because a rank that skipped the collective load would hang the others.
             try:
-                missing = [f for f in ("COMMITTED", ".metadata", "meta.json") if not (path / f).is_file()]
-                if missing:
-                    raise FileNotFoundError(f"missing {', '.join(missing)}")
+                problem = file_problem(path)
+                if problem:
+                    raise FileNotFoundError(problem)
                 meta = json.loads((path / "meta.json").read_text())
                 rng = None
                 if meta.get("world_size") == _world():

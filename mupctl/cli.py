@@ -59,7 +59,14 @@ def plan(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: 
 
 
 def _verify(p: dict):
+    """Realize the plan on CPU (refused up front when its fp32 weights exceed this machine's RAM)."""
+    import os
     from mupctl.verify import verify
+    need = 4 * p["summary"]["params"]  # fp32 weights of the whole model
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > ram / 2:
+        raise UserError(f"builds the whole model on CPU: {need / 2**30:.1f} GiB of fp32 weights, this machine has "
+                        f"{ram / 2**30:.1f} GiB of RAM; verify a smaller shape of the same recipe instead", "--verify")
     return verify(p)
 
 
@@ -99,11 +106,13 @@ def train(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup:
           nnodes: Optional[int] = typer.Option(None, "--nnodes", help="number of nodes"),
           max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="worker restarts from the "
                                                                                  "latest checkpoint"),
-          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>")):
+          run_dir: Optional[str] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>")):
     """Compile the plan, create the run directory and train with torchrun."""
     from mupctl.launch.launcher import train as launch_train
-    launch_train(recipe, set_, use_mup=use_mup, run_dir=run_dir, nproc_per_node=nproc_per_node, nnodes=nnodes,
-                 max_restarts=max_restarts)
+    if run_dir is not None and not run_dir.strip():
+        raise UserError("is empty; give a directory path or leave the flag out", "--run-dir")
+    launch_train(recipe, set_, use_mup=use_mup, run_dir=None if run_dir is None else Path(run_dir),
+                 nproc_per_node=nproc_per_node, nnodes=nnodes, max_restarts=max_restarts)
 
 
 @app.command()
@@ -175,10 +184,15 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
     """LR sweep across widths or depths: optimum per size, its shift in octaves, plot and report."""
     from mupctl.diagnostics.coord_cli import parse_list
     from mupctl.diagnostics.sweep import run_sweep, shift_interval_text
+    from mupctl.diagnostics.tune import check_target
     w, d = _sizes(widths, depths)
+    if emit_recipe:
+        check_target(emit_recipe, force, target, "--emit-recipe")
+    elif target:
+        raise UserError("applies to the emitted recipe; add --emit-recipe PATH", "--target")
     report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,
                        gpus=parse_list(gpus, int, "--gpus") if gpus else None, lr_key=lr_key)
-    tuned = _emit(out, target, emit_recipe, force) if emit_recipe else None
+    tuned = _emit(out, target, emit_recipe, force, "--emit-recipe") if emit_recipe else None
     if as_json:
         emit_json(report if tuned is None else report | {"emitted": tuned})
     else:
@@ -201,9 +215,9 @@ def tune(sweep_dir: Path = typer.Argument(..., help="a sweep --out directory"),
         emit_json(tuned)
 
 
-def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool) -> dict:
+def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool, field: str = "--out") -> dict:
     from mupctl.diagnostics.tune import emit_recipe
-    tuned = emit_recipe(sweep_dir, target, out, force)
+    tuned = emit_recipe(sweep_dir, target, out, force, field)
     warn(tuned["warnings"])
     print(f"wrote {tuned['path']}: {tuned['lr_key']} = {tuned['lr']:.3g} (measured at size "
           f"{tuned['reference_size']}); check it with `mupctl plan {tuned['path']}`", file=sys.stderr)
@@ -211,12 +225,24 @@ def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool) -> dict:
 
 
 def main() -> None:
-    """Entry point: click handles usage errors (exit 2); ours become one line on stderr."""
+    """Entry point: usage errors (click's) and invalid input (ours) become one line on stderr, exit 2."""
+    # click's UsageError, whichever click typer runs on (typer ≥ 0.2x ships its own copy)
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage_error as err:
+        message = err.format_message().rstrip(".")
+        if message:  # empty when a bare command printed its help (no_args_is_help)
+            where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
+            print(f"error: {message}{where}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except RunFailure as err:
         print(f"failed: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -17,17 +17,32 @@ import sys
 from pathlib import Path
 
 
+def _rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) for every line that holds a JSON object. A line torn by a crash mid-write (or
+    any other unreadable line) is skipped; [] when the file does not exist."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            out.append((line, row))
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines file (metrics.jsonl, events.jsonl); [] when it does not exist."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The rows of a JSON-lines file (metrics.jsonl, events.jsonl), unreadable lines skipped."""
+    return [row for _, row in _rows(path)]
 
 
 def truncate_metrics(path: Path, keep_through_step: int) -> None:
-    """Drop rows with step > keep_through_step (atomic rewrite)."""
+    """Drop rows with step > keep_through_step, and torn lines (atomic rewrite)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= keep_through_step]
+    kept = [line for line, row in _rows(path) if row.get("step", 0) <= keep_through_step]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)

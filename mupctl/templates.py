@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mupctl.errors import UserError
+from mupctl.paths import check_file
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATES = ("tiny", "none", "mup", "depth_mup", "muon")
@@ -23,10 +24,12 @@ def write_template(name: str, template: str, out: Path | None = None, force: boo
     if not src.is_file():
         raise UserError(f"template file {src} is missing; install mupctl from its repository "
                         "(pip install -e .)", "--template")
+    load_recipe(raw={"name": name})  # the schema's name rule, before the name goes into YAML text
     text = src.read_text().replace("name: __NAME__", f"name: {name}")
     build_plan(load_recipe(raw=yaml.safe_load(text)))
-    path = out or Path(f"{name}.yaml")
+    path = check_file(out or Path(f"{name}.yaml"), "--out")
     if path.exists() and not force:
-        raise UserError(f"{path} exists; pass --force to overwrite or choose another --out", "init")
+        raise UserError(f"{path} exists; pass --force to overwrite or choose another --out", "--out")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path

@@ -30,7 +30,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from mupctl.checkpoint import Checkpointer
 from mupctl.data import open_data
-from mupctl.metrics import MetricsLog, truncate_metrics
+from mupctl.errors import RunFailure
+from mupctl.metrics import MetricsLog, read_jsonl, truncate_metrics
 from mupctl.mfu import mfu
 from mupctl.model import GPT
 from mupctl.optim import build_optimizer, optimizer_parts
@@ -39,6 +40,8 @@ from mupctl.schedule import lr_factor
 from mupctl.telemetry import UpdateRatio
 
 DIVERGED = "DIVERGED.json"
+STOP_CHECK_S = 2.0  # seconds between checks for a stop request (SIGTERM/SIGINT) on every rank
+STOP_PROBE = (5, 10)  # steps after the (re)start between which the step time is measured
 
 
 class Divergence(RuntimeError):
@@ -46,8 +49,9 @@ class Divergence(RuntimeError):
 
 
 class StopFlag:
-    """SIGTERM/SIGINT ask for a clean stop at the next log or checkpoint step (a checkpoint is saved
-    there). A second Ctrl-C exits at once; torchrun's SIGTERM after a terminal's SIGINT does not."""
+    """SIGTERM/SIGINT ask for a clean stop at the next stop check: every log or checkpoint step, and
+    every ~STOP_CHECK_S seconds (a checkpoint is saved there). A second Ctrl-C exits at once;
+    torchrun's SIGTERM after a terminal's SIGINT does not."""
 
     def __init__(self):
         self.requested = False
@@ -62,15 +66,39 @@ class StopFlag:
         self.requested = True
 
 
+def write_event(run_dir: Path, **fields) -> None:
+    """Append one row to events.jsonl (rank 0 calls it): start, stop and failed events."""
+    with (run_dir / "events.jsonl").open("a") as f:
+        f.write(json.dumps(fields | {"time": time.time()}) + "\n")
+
+
 def die_with_parent(poll_s: float = 0.1) -> None:
-    """Exit when the torchrun agent that started this worker dies, so a killed run leaves no orphan
-    trainer behind (holding GPUs, or writing into a run that is being resumed). A polling thread
-    rather than PR_SET_PDEATHSIG, which fires when the *thread* that forked us exits."""
+    """Exit when the torchrun agent that started this worker dies, or the `mupctl` launcher above it
+    (`MUPCTL_LAUNCHER_PID`), so a killed run leaves no orphan trainer behind (holding GPUs, or
+    writing into a run that is being resumed). The launcher check also covers an agent that died
+    before this worker could read its PID. A polling thread rather than PR_SET_PDEATHSIG, which
+    fires when the *thread* that forked us exits."""
     parent = os.getppid()
+    launcher = int(os.environ.get("MUPCTL_LAUNCHER_PID", "0"))
+
+    def alive() -> bool:
+        if os.getppid() != parent:
+            return False
+        try:
+            if launcher:
+                os.kill(launcher, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else (a reused PID): not ours to judge
+            pass
+        return True
 
     def watch():
-        while os.getppid() == parent:
+        while alive():
             time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if not alive():
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
@@ -212,7 +240,10 @@ class Trainer:
                          wandb_id=(self.run_dir / "wandb_id").read_text().strip()
                          if (self.run_dir / "wandb_id").exists() else None, config=self.plan["summary"])
         if self.rank == 0:
-            truncate_metrics(log.path, start)
+            truncate_metrics(log.path, start if meta else -1)  # a fresh start logs step 0 again
+            if meta and not any(row.get("step") == start and "checkpoint_blocked_s" in row
+                                for row in read_jsonl(log.path)):  # killed between the commit and its row
+                log.log({"step": start, "checkpoint_blocked_s": None})
             state = f"resumed at step {start}" if meta else "fresh"
             if meta and not same_shapes:
                 state += " with fresh weights (the checkpoint's tensor shapes differ from the plan: --force)"
@@ -221,9 +252,7 @@ class Trainer:
             log.say(f"mupctl worker: {state}; restart {restart}/{r.launch.max_restarts}; world {self.world} "
                     f"({r.launch.strategy}, {self.device.type}, {precision(r, self.device)}); "
                     f"{self.accum} micro-batch(es) of {self.micro} per rank; data: {self.data.describe()}")
-            with (self.run_dir / "events.jsonl").open("a") as f:
-                f.write(json.dumps({"event": "start", "state": state, "step": start, "restart": restart,
-                                    "time": time.time()}) + "\n")
+            write_event(self.run_dir, event="start", state=state, step=start, restart=restart)
         roles = self.model.param_roles()
         telemetry = UpdateRatio(dict(self.model.named_parameters()), roles, r.launch.strategy == "fsdp")
         fault = int(os.environ.get("MUPCTL_FAULT_STEP", "0"))  # test-only crash hook (first attempt)
@@ -231,8 +260,14 @@ class Trainer:
             log.log({"step": 0, "val_loss": self.evaluate()})
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         last_time, last_step = time.perf_counter(), start
+        stop_every, probe = 1, {}  # stop requests: checked every step until the step time is measured
         for step in range(start, t.steps):
             done = step + 1
+            if done - start in STOP_PROBE:
+                probe[done - start] = time.perf_counter()
+                if len(probe) == 2:
+                    stop_every = self.stop_check_interval((probe[STOP_PROBE[1]] - probe[STOP_PROBE[0]])
+                                                          / (STOP_PROBE[1] - STOP_PROBE[0]))
             tele = t.telemetry_interval and done % t.telemetry_interval == 0
             if tele:
                 self.model.record = {}
@@ -266,18 +301,28 @@ class Trainer:
             paused = time.perf_counter()  # throughput counts training time only: eval and saves are left out
             if eval_now:
                 log.log({"step": done, "val_loss": self.evaluate()})
-            stop = (log_now or ckpt_now) and self.agree(self.stop.requested)
+            check = log_now or ckpt_now or (done - start) % stop_every == 0
+            stop = check and self.agree(self.stop.requested)
             if ckpt_now or (stop and r.checkpoint.interval):
                 log.log({"step": done, "checkpoint_blocked_s": self.save(done)})
             last_time += time.perf_counter() - paused
             if fault and done == fault and restart == 0 and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:
+                if self.rank == 0:
+                    write_event(self.run_dir, event="stop", step=done, checkpoint=bool(r.checkpoint.interval))
                 log.say(f"stopped by signal after step {done}; " + (f"resume with: mupctl resume {self.run_dir}"
                         if r.checkpoint.interval else "no checkpoint was written (checkpoint.interval: 0)"))
                 break
         self.ckpt.wait()
         log.close()
+
+    def stop_check_interval(self, seconds_per_step: float) -> int:
+        """Steps between stop checks (a host sync each): about STOP_CHECK_S apart, so that a SIGTERM is
+        answered well inside torchrun's 30 s grace before SIGKILL. Rank 0's timing, on every rank."""
+        n = torch.tensor([max(1, int(STOP_CHECK_S / max(seconds_per_step, 1e-9)))], device=self.device)
+        dist.broadcast(n, 0)
+        return int(n.item())
 
     def params_finite(self) -> torch.Tensor:
         """One device bool: every (local shard of every) parameter is finite."""
@@ -321,6 +366,11 @@ def main(argv: list[str] | None = None) -> None:
         Trainer(args.run_dir, recipe, device).run()
     except Divergence as err:
         print(f"mupctl worker: {err}", file=sys.stderr)
+        code = 1
+    except RunFailure as err:  # e.g. no readable checkpoint: one line, and the reason for the launcher
+        print(f"mupctl worker: {err}", file=sys.stderr)
+        if dist.get_rank() == 0:
+            write_event(args.run_dir, event="failed", message=str(err))
         code = 1
     finally:
         if dist.is_initialized():

@@ -65,6 +65,15 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
         "train: {global_batch: 10, micro_batch: 4}\n": ["train.global_batch", "multiple"],
         "model: [1, 2\n": ["invalid YAML", "line"],
         "- a\n- b\n": ["mapping"],
+        "optimizer: {lr: .inf}\n": ["optimizer.lr", "finite"],
+        "train: {steps: true}\n": ["train.steps", "boolean"],
+        "train: {steps: 3, steps: 5}\n": ["duplicate key 'steps'", "line 1"],
+        f"train: {{seed: {2**64}}}\n": ["train.seed", "<="],
+        "model: {n_layers: 100000000000}\n": ["model.n_layers", "<="],
+        "scaling: {recipe: mup, depth_alpha: 0.5}\n": ["scaling.depth_alpha", "depth_mup"],
+        "use_mup: true\nscaling: 7\n": ["scaling", "mapping"],
+        "use_mup: true\nmup_base_hidden_size: 64\nscaling: {base: {d_model: 32}}\n":
+            ["mup_base_hidden_size", "conflicts", "scaling.base.d_model"],
     }
     for text, needles in cases.items():
         before = sorted(p.name for p in tmp_path.iterdir())
@@ -73,6 +82,22 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
             res = cli(cmd, r, cwd=tmp_path)
             assert_one_line_error(res, *needles)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(before) | {"r.yaml"})
+
+
+def test_unreadable_recipe_files_exit_2(cli, tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_bytes(b"name: \xff\xfe bad\n")
+    assert_one_line_error(cli("validate", r), "not UTF-8")
+    r.write_text(f"train: {{steps: {'9' * 5000}}}\n")
+    assert_one_line_error(cli("validate", r), "invalid value")
+    assert_one_line_error(cli("validate", "--set", f"train.steps={'9' * 5000}"), "--set", "train.steps")
+
+
+def test_usage_errors_are_one_line(cli):
+    for args, needle in ((("validate", "--bogus"), "--bogus"), (("frobnicate",), "frobnicate"),
+                         (("resume",), "run_dir"), (("train", "--nproc-per-node", "abc"), "--nproc-per-node"),
+                         (("validate", "a.yaml", "b.yaml"), "extra argument")):
+        assert_one_line_error(cli(*args), needle)
 
 
 def test_missing_file_and_bad_override(cli, tmp_path):
@@ -129,6 +154,18 @@ def test_init_writes_valid_recipe(cli, tmp_path, template):
     assert cli("validate", out).returncode == 0
     again = cli("init", "exp1", "--template", template, cwd=tmp_path)
     assert_one_line_error(again, "exists", "--force")
+
+
+def test_init_checks_name_and_path_before_writing(cli, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    assert_one_line_error(cli("init", "a: b", "-t", "tiny", cwd=tmp_path), "name")
+    assert_one_line_error(cli("init", "ok\nmodel: 5", "-t", "tiny", cwd=tmp_path), "name")
+    assert_one_line_error(cli("init", "ok", "-t", "tiny", "--out", tmp_path), "--out", "directory")
+    assert_one_line_error(cli("init", "ok", "-t", "tiny", "--out", tmp_path / "afile" / "x.yaml"), "--out", "file")
+    assert sorted(tmp_path.rglob("*")) == before
+    res = cli("init", "ok", "-t", "tiny", "--out", tmp_path / "new" / "ok.yaml")
+    assert res.returncode == 0 and (tmp_path / "new" / "ok.yaml").is_file()
 
 
 def test_plan_never_imports_torch():

@@ -56,12 +56,20 @@ def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
             parse_list(text, kind, field)
     bad = [(dict(widths=[32, 64], depths=[2, 4]), "--widths: give exactly one"),
            (dict(widths=None, depths=None), "--widths: give exactly one"),
-           (dict(widths=[64, 64], depths=None), "--widths: needs at least two"),
-           (dict(widths=None, depths=[2]), "--depths: needs at least two"),
+           (dict(widths=[64, 64], depths=None), "--widths: lists a size twice"),
+           (dict(widths=None, depths=[2]), "--depths: needs at least 2 positive sizes"),
            (dict(widths=[32, 40], depths=None), "--widths: width 40 must be a multiple of the head size 16")]
     for sizes, message in bad:
         with pytest.raises(UserError, match=message):
             run_coord_check(recipe, [], steps=3, batch=4, seq_len=16, out_dir=tmp_path / "cc", **sizes)
+    (tmp_path / "afile").write_text("x")
+    for kw, message in ((dict(threshold=float("nan")), "--threshold"), (dict(seed=-1), "--seed"),
+                        (dict(out_dir=tmp_path / "afile" / "cc"), "--out: .*afile is a file")):
+        with pytest.raises(UserError, match=message):
+            run_coord_check(recipe, [], [32, 64], None, steps=3, batch=4, seq_len=16,
+                            **{"out_dir": tmp_path / "cc"} | kw)
+    with pytest.raises(UserError, match="--lr-key: is empty"):
+        run_sweep(recipe, [], [32, 64], None, [1e-3, 2e-3], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key=" ")
     with pytest.raises(UserError, match="--lrs: needs at least two distinct LRs > 0"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, -1.0], steps=2, seeds=1, out_dir=tmp_path / "sw")
     assert not (tmp_path / "cc").exists() and not (tmp_path / "sw").exists()

@@ -182,3 +182,82 @@ def test_sigterm_stops_cleanly_then_resume_is_exact(tmp_path, tmp_path_factory):
     res = run_cli("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
     assert losses(run) == ref
+
+
+def snapshot(run_dir):
+    """Every file of a run directory with its bytes (what a refused command must leave alone)."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, 2 * INTERVAL + 1)
+    cases = {  # file → damage, expected words in the one-line error
+        "plan.json": (b"x{", "plan.json is damaged"),
+        "recipe.yaml": (b"", "does not match"),
+    }
+    for name, (damage, needle) in cases.items():
+        good = (run / name).read_bytes()
+        (run / name).write_bytes(damage)
+        before = snapshot(run)
+        res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert snapshot(run) == before
+        (run / name).write_bytes(good)
+    for shard in (run / "checkpoints").glob("step_*/*.distcp"):  # every checkpoint torn
+        shard.write_bytes(shard.read_bytes()[:100])
+    before = snapshot(run)
+    res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
+    assert res.returncode == 2 and "no readable checkpoint" in res.stderr and "bytes" in res.stderr, res.stderr
+    assert snapshot(run) == before
+
+
+def test_resume_refuses_a_run_dir_in_use(tmp_path):
+    import fcntl
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, INTERVAL + 1)
+    with open(run / ".lock", "a+") as held:  # what a live `mupctl train`/`resume` holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run_cli("resume", run)
+        assert res.returncode == 2 and "in use" in res.stderr, res.stderr
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_torn_metrics_line_and_fresh_restart_keep_one_row_per_step(tmp_path):
+    """A crash mid-write leaves half a line in metrics.jsonl, and a run killed before its first
+    checkpoint restarts from step 0: the resumed file still has exactly one row per step."""
+    run, steps = tmp_path / "run", 40
+    kill_at_step(run, BASE + ["--set", f"train.steps={steps}", "--set", "train.eval_interval=1000",
+                              "--set", "checkpoint.interval=1000"], 1)
+    assert not any((run / "checkpoints").glob("step_*")), "the kill landed after the run finished"
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, steps]  # step 0 evaluated once
+    assert sorted(losses(run)) == list(range(1, steps + 1))
+
+
+def test_sigterm_between_log_steps_stops_within_seconds(tmp_path):
+    """With no log or checkpoint step in sight, the workers still check for a stop every ~2 s, so a
+    SIGTERM is answered (with a checkpoint) long before torchrun's 30 s grace runs out."""
+    run = tmp_path / "run"
+    args = BASE + ["--set", "train.steps=100000", "--set", "train.log_interval=100000",
+                   "--set", "checkpoint.interval=100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "mupctl worker:" not in \
+            ((run / "train.log").read_text() if (run / "train.log").exists() else ""):
+        time.sleep(0.05)
+    time.sleep(3)  # past the step-time probe (steps 5-10)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "checkpoint saved there" in err, out + err
+    assert time.time() - sent < 25
+    stop = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()][-1]
+    assert stop["event"] == "stop" and 10 < stop["step"] < 100000
+    assert (run / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()

@@ -41,7 +41,24 @@ def prepare(inputs: list[str | Path], out_dir: str | Path, tokenizer: str | None
     files = _text_files(inputs)
     tok = load_tokenizer(tokenizer)
     dtype = token_dtype(tok.vocab_size)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = _write_splits(files, tok, dtype, val_fraction, out)
+    except BaseException:
+        if created:  # leave nothing behind: the shards' temp files are gone, so this is empty
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    meta = {"dtype": dtype.name, "vocab_size": tok.vocab_size, "tokenizer": tok.name,
+            "train_tokens": counts["train"], "val_tokens": counts["val"], "sources": [str(f) for f in files]}
+    with _atomic(out / "meta.json") as fh:
+        fh.write((json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+def _write_splits(files: list[Path], tok, dtype: np.dtype, val_fraction: float, out: Path) -> dict:
+    """Tokenize each file into out/train.bin and out/val.bin (each file's tail to val); the counts."""
     counts = {"train": 0, "val": 0}
     with _atomic(out / "train.bin") as train, _atomic(out / "val.bin") as val:
         for f in files:
@@ -56,11 +73,7 @@ def prepare(inputs: list[str | Path], out_dir: str | Path, tokenizer: str | None
         if counts["val"] == 0:
             raise UserError(f"{val_fraction} of {counts['train']} tokens leaves no validation tokens; "
                             "raise it or add text", "--val-fraction")
-    meta = {"dtype": dtype.name, "vocab_size": tok.vocab_size, "tokenizer": tok.name,
-            "train_tokens": counts["train"], "val_tokens": counts["val"], "sources": [str(f) for f in files]}
-    with _atomic(out / "meta.json") as fh:
-        fh.write((json.dumps(meta, indent=2) + "\n").encode())
-    return meta
+    return counts
 
 
 def _text_files(inputs: list[str | Path]) -> list[Path]:

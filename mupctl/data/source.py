@@ -108,6 +108,9 @@ def _embedded(val_fraction: float, vocab_size: int) -> dict[str, np.ndarray]:
     return {"train": tokens[:cut], "val": tokens[cut:]}
 
 
+ID_CHECK_TOKENS = 1 << 26  # token ids checked against vocab_size per split before launch (128 MiB of uint16)
+
+
 def _bin(path: str | None, vocab_size: int) -> dict[str, np.ndarray]:
     """Memory-map train.bin and val.bin with the dtype recorded in meta.json (see `prepare`)."""
     if not path:
@@ -124,8 +127,10 @@ def _bin(path: str | None, vocab_size: int) -> dict[str, np.ndarray]:
         raise UserError(f"cannot read {meta_path} ({err.strerror})", "data.path") from None
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{meta_path} is not valid shard metadata ({err!r})", "data.path") from None
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise UserError(f"{meta_path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", "data.path")
+    if data_vocab < 1:
+        raise UserError(f"{meta_path}: vocab_size must be > 0, got {data_vocab}", "data.path")
     if data_vocab > vocab_size:
         raise UserError(f"{root} was tokenized with vocab_size {data_vocab}, larger than the model's "
                         f"{vocab_size}", "model.vocab_size")
@@ -137,4 +142,8 @@ def _bin(path: str | None, vocab_size: int) -> dict[str, np.ndarray]:
         n = f.stat().st_size // DTYPES[dtype].itemsize
         # np.memmap refuses empty files; an empty split fails the seq_len check in open_data.
         splits[name] = np.memmap(f, DTYPES[dtype], mode="r", shape=(n,)) if n else np.empty(0, DTYPES[dtype])
+        top = int(splits[name][:ID_CHECK_TOKENS].max()) if n else 0
+        if top >= data_vocab:
+            raise UserError(f"{f} holds token id {top}, not below meta.json's vocab_size {data_vocab}: the shards "
+                            "are damaged or not from `mupctl data prepare`", "data.path")
     return splits

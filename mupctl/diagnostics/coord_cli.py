@@ -30,8 +30,10 @@ import os
 from pathlib import Path
 
 from mupctl.errors import UserError
+from mupctl.paths import check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
+from mupctl.recipe.schema import MAX_SEED
 from mupctl.scaling.compiler import depth_alpha, resolved_base
 
 AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
@@ -76,15 +78,17 @@ def parse_list(text: str, kind: type, field: str) -> list:
 
 
 def choose_axis(widths: list[int] | None, depths: list[int] | None, min_sizes: int = 2) -> tuple[str, list[int]]:
-    """Exactly one of widths/depths, ≥ min_sizes distinct positive sizes → (axis, ascending sizes)."""
+    """Exactly one of widths/depths, ≥ min_sizes positive sizes, none twice → (axis, ascending sizes)."""
     if (widths is None) == (depths is None):
         raise UserError("give exactly one of --widths and --depths", "--widths")
     axis = "width" if widths is not None else "depth"
     sizes = widths if widths is not None else depths
-    if any(s <= 0 for s in sizes) or len(set(sizes)) < min_sizes:
-        raise UserError(f"needs {'at least two distinct ' if min_sizes == 2 else ''}positive sizes, got {sizes}",
+    if any(s <= 0 for s in sizes) or len(sizes) < min_sizes:
+        raise UserError(f"needs at least {min_sizes} positive size{'s' if min_sizes > 1 else ''}, got {sizes}",
                         AXIS_FLAG[axis])
-    return axis, sorted(set(sizes))
+    if len(set(sizes)) < len(sizes):
+        raise UserError(f"lists a size twice, got {sizes}; give each size once", AXIS_FLAG[axis])
+    return axis, sorted(sizes)
 
 
 def base_overrides(base: dict) -> list[str]:
@@ -162,8 +166,11 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                         "--steps")
     if batch <= 0:
         raise UserError(f"must be > 0, got {batch}", "--batch")
-    if threshold <= 0:
-        raise UserError(f"must be > 0, got {threshold}", "--threshold")
+    if not 0 < threshold < math.inf:
+        raise UserError(f"must be a finite number > 0, got {threshold}", "--threshold")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"must be in 0..{MAX_SEED}, got {seed}", "--seed")
+    check_dir(Path(out_dir), "--out")
     require_matplotlib()
     per_size = sized_overrides(recipe_path, overrides, axis, sizes)
     recipes = {s: load_recipe(recipe_path, o) for s, o in per_size.items()}

@@ -34,6 +34,7 @@ from mupctl.diagnostics.coord_cli import choose_axis, finite_json, recipe_label,
 from mupctl.errors import RunFailure, UserError
 from mupctl.launch.launcher import changed_fields, preflight
 from mupctl.metrics import read_jsonl
+from mupctl.paths import check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
 from mupctl.scaling.compiler import depth_alpha, resolved_base
@@ -374,8 +375,10 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
             raise UserError(f"must be > 0, got {value}", flag)
     if parallel is not None and parallel <= 0:
         raise UserError(f"must be > 0, got {parallel}", "--parallel")
+    if lr_key is not None and not lr_key.strip():
+        raise UserError("is empty; give a dotted recipe key such as optimizer.lr", "--lr-key")
     require_matplotlib()
-    lrs, out = sorted(lrs), Path(out_dir).resolve()
+    lrs, out = sorted(lrs), check_dir(Path(out_dir), "--out").resolve()
     proxy = load_recipe(recipe_path, overrides)
     lr_key = lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
     cells, first = plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out)

@@ -23,6 +23,7 @@ from pathlib import Path
 from mupctl.diagnostics.coord_cli import base_overrides, size_overrides
 from mupctl.diagnostics.sweep import memorization_warning
 from mupctl.errors import UserError
+from mupctl.paths import check_file
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 from mupctl.recipe.load import apply_overrides
@@ -31,21 +32,49 @@ from mupctl.recipe.load import apply_overrides
 SIGNAL = {"width": 256, "depth": 4, "global_batch": 32, "seq_len": 128, "steps": 1000}
 
 
+REPORT_KEYS = ("name", "axis", "sizes", "curves", "reference_size", "lr_key", "proxy_recipe", "base",
+               "shift_octaves", "scaling_recipe", "steps")
+
+
 def read_sweep(sweep) -> dict:
     """sweep.json, given the sweep directory or the file itself."""
     path = Path(sweep)
     path = path / "sweep.json" if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"no sweep report at {path} (run `mupctl sweep … --out DIR` first)", "SWEEP_DIR")
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a sweep report ({type(exc).__name__}); rerun `mupctl sweep` with the same "
+                        "--out to rewrite it (finished cells are kept)", "SWEEP_DIR") from None
+    missing = [k for k in REPORT_KEYS if k not in report] if isinstance(report, dict) else list(REPORT_KEYS)
+    if missing:
+        raise UserError(f"{path} is not a sweep report (missing {', '.join(missing)}); rerun `mupctl sweep` with "
+                        "the same --out to rewrite it", "SWEEP_DIR")
+    return report
+
+
+def check_target(out_path, force: bool, targets: list[str], field: str) -> Path:
+    """Before any work: the target recipe can be written at out_path and the --target overrides parse."""
+    out = check_file(Path(out_path), field)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pick another path or pass --force to overwrite it", field)
+    parse_targets(targets)
+    return out
+
+
+def parse_targets(targets: list[str]) -> dict:
+    """The --target overrides as a nested dict (bad syntax is a `UserError` naming --target)."""
+    try:
+        return apply_overrides({}, targets)
+    except UserError as err:
+        raise UserError(str(err).removeprefix("--set: "), "--target") from None
 
 
 def target_model_overrides(proxy, targets: list[str]) -> list[str]:
     """Keep the swept head size (and d_ff / n_kv_heads ratios) when the targets set model.d_model."""
-    try:
-        d_model = apply_overrides({}, targets).get("model", {}).get("d_model")
-    except UserError as err:
-        raise UserError(str(err).removeprefix("--set: "), "--target") from None
+    model = parse_targets(targets).get("model")
+    d_model = model.get("d_model") if isinstance(model, dict) else None
     return size_overrides(proxy, "width", d_model, "--target") if isinstance(d_model, int) and d_model > 0 else []
 
 
@@ -80,14 +109,12 @@ def caveats(report: dict, opt: dict) -> list[str]:
     return out
 
 
-def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = False) -> dict:
+def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = False, field: str = "--out") -> dict:
     """Write the target recipe (module docstring) to out_path after checking that it loads and plans;
     never overwrite an existing file unless `force`. Returns {"path", "lr_key", "lr", "reference_size",
     "axis", "base", "shift_octaves", "at_edge", "warnings"}."""
+    out = check_target(out_path, force, target_overrides, field)
     report = read_sweep(sweep)
-    out = Path(out_path)
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; pick another path or pass --force to overwrite it", "--out")
     ref = next(c for c in report["curves"] if c["size"] == report["reference_size"])
     opt = ref["optimum"]
     if opt["lr"] is None:

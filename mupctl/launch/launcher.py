@@ -10,6 +10,7 @@ checkpoint on their own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from mupctl.errors import RunFailure, UserError, warn
 from mupctl.launch.command import torchrun_argv
 from mupctl.metrics import read_jsonl
+from mupctl.paths import check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 
@@ -34,7 +36,7 @@ EXACTNESS_FIELDS = ("model.", "scaling.", "optimizer.", "data.", "schedule.", "t
 def new_run_dir(recipe, run_dir: Path | None) -> Path:
     """`runs/<name>-<timestamp>` under `run.root`, or the given directory if it holds no run yet."""
     if run_dir is None:
-        root = Path(recipe.run.root).resolve()
+        root = check_dir(Path(recipe.run.root), "run.root").resolve()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = root / f"{recipe.name}-{stamp}"
         if not run_dir.resolve().is_relative_to(root):  # the schema already restricts names; belt and braces
@@ -43,6 +45,7 @@ def new_run_dir(recipe, run_dir: Path | None) -> Path:
         while run_dir.exists():
             n += 1
             run_dir = root / f"{recipe.name}-{stamp}-{n}"
+    check_dir(run_dir, "--run-dir")
     if (run_dir / "plan.json").exists():
         raise UserError(f"{run_dir} already holds a run; continue it with `mupctl resume {run_dir}` or pick "
                         "another --run-dir", "--run-dir")
@@ -81,6 +84,40 @@ def preflight(recipe):
     return open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
 
 
+def read_run_json(path: Path, key: str | None = None):
+    """A JSON file of a run directory (plan.json, DIVERGED.json); damage is a one-line `UserError`."""
+    try:
+        data = json.loads(path.read_text())
+        return data if key is None else data[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}); restore it, or start a new run with "
+                        "`mupctl train`", "RUN_DIR") from None
+
+
+def lock_run_dir(run_dir: Path, recipe) -> object:
+    """An exclusive lock on a single-node run directory, held by this process until it exits, so
+    that two `mupctl resume` (or a resume and a live run) never write into one run at once. The OS
+    drops it when the process dies, even by SIGKILL. Multi-node runs share one directory between
+    several launchers by design (`joins_multinode_run`) and take no lock."""
+    import fcntl
+    if recipe.launch.nnodes > 1:
+        return None
+    f = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{run_dir} is in use by {holder}; wait for it to finish (or stop it) first", "RUN_DIR") \
+            from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"mupctl pid {os.getpid()}\n")
+    f.flush()
+    return f
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -96,9 +133,11 @@ def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
 
 
 def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
-    """Run the workers; SIGINT reaches them through the terminal, SIGTERM is forwarded."""
+    """Run the workers; a terminal's SIGINT reaches torchrun (same process group), SIGTERM is forwarded.
+    The workers' events.jsonl rows (stop, failed) say how it ended."""
     print(f"mupctl: launching {shlex.join(argv)}", flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
+    seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
     proc = subprocess.Popen(argv, env=env)
     received: list[int] = []
 
@@ -113,16 +152,30 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    events = read_jsonl(run_dir / "events.jsonl")
+    events = read_jsonl(run_dir / "events.jsonl")[seen:]
     restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
     if restarts:
         print(f"mupctl: workers were restarted {restarts} time(s) (limit {max_restarts})", flush=True)
-    if received:
-        raise RunFailure(f"stopped by {signal.Signals(received[0]).name}; the workers saved a checkpoint if "
-                         f"checkpoint.interval > 0: continue with `mupctl resume {run_dir}`")
+    stopped = events[-1] if events and events[-1].get("event") == "stop" else None
+    if received and (rc != 0 or stopped):
+        name = signal.Signals(received[0]).name
+        if stopped and stopped.get("checkpoint"):
+            raise RunFailure(f"stopped by {name} after step {stopped['step']}, checkpoint saved there: continue "
+                             f"with `mupctl resume {run_dir}`")
+        if stopped:
+            raise RunFailure(f"stopped by {name} after step {stopped['step']} (no checkpoint: "
+                             f"checkpoint.interval is 0); `mupctl resume {run_dir}` starts it over")
+        raise RunFailure(f"stopped by {name} before the workers could save; `mupctl resume {run_dir}` continues "
+                         "from the newest checkpoint")
+    if received:  # a SIGINT sent to this process alone is not forwarded (a terminal's reaches torchrun)
+        print(f"mupctl: note: {signal.Signals(received[0]).name} was not forwarded to the workers (send "
+              "SIGTERM to stop a run); the run finished", flush=True)
     if rc != 0:
-        diverged = run_dir / "DIVERGED.json"
-        why = json.loads(diverged.read_text())["message"] if diverged.exists() else \
+        reasons = [e["message"] for e in events if e.get("event") == "failed" and e.get("message")]
+        if (run_dir / "DIVERGED.json").exists():
+            with contextlib.suppress(UserError):  # torn by the crash: fall back to the generic reason
+                reasons.append(read_run_json(run_dir / "DIVERGED.json", "message"))
+        why = reasons[-1] if reasons else \
             f"workers exited with code {rc} after {restarts} restart(s) (limit {max_restarts})"
         raise RunFailure(f"{why}; log: {run_dir / 'train.log'} (and torchrun's output above)")
     print(f"mupctl: done: {run_dir}", flush=True)
@@ -140,15 +193,27 @@ def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False,
     preflight(recipe)
     if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
         run_dir = Path(run_dir).resolve()
-        plan = json.loads((run_dir / "plan.json").read_text())
+        plan = read_run_json(run_dir / "plan.json")
         print(f"mupctl: joining the {recipe.launch.nnodes}-node run in {run_dir}", flush=True)
     else:
         run_dir = new_run_dir(recipe, run_dir).resolve()
         plan = build_plan(recipe, str(run_dir))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
         write_run_files(run_dir, recipe, plan)
     print(f"mupctl: run directory {run_dir} (plan {plan['hash']})", flush=True)
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir
+
+
+def check_checkpoints(ckpt_dir: Path) -> None:
+    """Before a resume launches: when step_* checkpoints exist, at least one must pass
+    `checkpoint.file_problem` (the workers fall back past the others on their own)."""
+    from mupctl.checkpoint import readable_steps
+    good, bad = readable_steps(ckpt_dir)
+    if bad and not good:
+        raise UserError(f"no readable checkpoint in {ckpt_dir} ({'; '.join(bad[-3:])}); restore them, or move "
+                        "the step_* directories away to restart the run from step 0", "RUN_DIR")
 
 
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -167,6 +232,11 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "plan.json").is_file():
         raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
     old = load_recipe(run_dir / "recipe.yaml")
+    saved = read_run_json(run_dir / "plan.json")
+    if not isinstance(saved, dict) or build_plan(old, str(run_dir)).get("hash") != saved.get("hash"):
+        raise UserError(f"{run_dir / 'recipe.yaml'} does not match {run_dir / 'plan.json'} (plan hash "
+                        f"{build_plan(old)['hash']} vs {saved.get('hash') if isinstance(saved, dict) else None}): "
+                        "the run directory was edited or damaged; restore both files", "RUN_DIR")
     recipe = load_recipe(run_dir / "recipe.yaml", list(overrides) + cli_overrides(**flags))
     changes = changed_fields(old.model_dump(mode="json"), recipe.model_dump(mode="json"))
     breaking = [c for c in changes if c[0].startswith(EXACTNESS_FIELDS)]
@@ -176,9 +246,11 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
                         "anyway)", field)
     plan = build_plan(recipe, str(run_dir))
     preflight(recipe)
+    check_checkpoints(run_dir / "checkpoints")
+    lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
     diverged = run_dir / "DIVERGED.json"
     if diverged.exists():  # an explicit resume is the user's decision to try again
-        print(f"mupctl: note: {json.loads(diverged.read_text())['message']}; resuming from the newest "
+        print(f"mupctl: note: {read_run_json(diverged, 'message')}; resuming from the newest "
               "checkpoint anyway", flush=True)
         os.replace(diverged, run_dir / "DIVERGED.prev.json")
     if changes:
@@ -186,7 +258,7 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
             print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
         write_run_files(run_dir, recipe, plan)
     else:
-        plan = json.loads((run_dir / "plan.json").read_text())
+        plan = saved
         plan["launch"]["argv"] = torchrun_argv(recipe, str(run_dir))
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,17 +43,34 @@ def deprecation(message: str) -> None:
     print(f"DeprecationWarning: {message}", file=sys.stderr)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that rejects a key given twice in one mapping (PyYAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}); save the recipe as UTF-8", str(p)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "could not parse"
         raise UserError(f"invalid YAML{where}: {problem}", str(p)) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise UserError(f"invalid value: {exc}", str(p)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -71,6 +89,8 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise UserError(f"invalid value for {key}: {exc}", "--set") from None
         node = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
@@ -108,6 +128,8 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
     out = copy.deepcopy(raw)
     explicit = _get(out, "scaling.recipe")
     legacy = {k: out.pop(k) for k in list(out) if k == "use_mup" or k in LEGACY_KEYS}
+    if (legacy or use_mup_flag) and not isinstance(out.get("scaling", {}), dict):
+        raise UserError(f"must be a mapping of scaling keys, got {out['scaling']!r}", "scaling")
     if legacy:
         use_mup = legacy.pop("use_mup", None)
         if use_mup is None:
@@ -125,6 +147,10 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
         if explicit is None:
             _set(out, "scaling.recipe", target)
         for key, value in legacy.items():
+            current = _get(out, LEGACY_KEYS[key])
+            if current is not None and current != value:
+                raise UserError(f"conflicts with {LEGACY_KEYS[key]}: {current!r} (got {value!r}); remove {key} "
+                                "(it is deprecated)", key)
             _set(out, LEGACY_KEYS[key], value)
             deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
     if use_mup_flag:

@@ -8,26 +8,42 @@ recipe (shapes, batch divisibility) live in `mupctl.recipe.checks`; the μP rule
 from __future__ import annotations
 
 import re
+import typing
 from typing import Literal, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    """Unknown keys, ±inf/NaN and booleans given for numbers are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v, info: ValidationInfo):
+        """YAML `true` must not become 1 or 1.0 (pydantic's lax mode would accept it)."""
+        if isinstance(v, bool):
+            ann = cls.model_fields[info.field_name].annotation
+            kinds = set(typing.get_args(ann)) | {ann}
+            if kinds & {int, float} and bool not in kinds and Literal not in {typing.get_origin(k) for k in kinds}:
+                raise ValueError("must be a number, not a boolean")
+        return v
 
 
 class ModelConfig(Section):
     """Decoder-only dense transformer (pre-norm)."""
 
-    d_model: int = Field(128, gt=0, description="residual stream width")
-    n_layers: int = Field(2, gt=0, description="number of transformer blocks")
-    n_heads: int = Field(4, gt=0, description="query heads; d_head = d_model / n_heads")
+    d_model: int = Field(128, gt=0, le=2**20, description="residual stream width")
+    n_layers: int = Field(2, gt=0, le=2**14, description="number of transformer blocks")
+    n_heads: int = Field(4, gt=0, le=2**16, description="query heads; d_head = d_model / n_heads")
     n_kv_heads: Optional[int] = Field(None, gt=0, description="key/value heads (GQA); default n_heads")
-    d_ff: Optional[int] = Field(None, gt=0, description="MLP hidden size; default mlp_ratio * d_model")
-    mlp_ratio: float = Field(4.0, gt=0, description="d_ff / d_model when d_ff is not set")
-    vocab_size: int = Field(256, ge=2, description="256 for the byte tokenizer")
-    seq_len: int = Field(256, gt=0, description="training context length in tokens")
+    d_ff: Optional[int] = Field(None, gt=0, le=2**24, description="MLP hidden size; default mlp_ratio * d_model")
+    mlp_ratio: float = Field(4.0, gt=0, le=64, description="d_ff / d_model when d_ff is not set")
+    vocab_size: int = Field(256, ge=2, le=2**24, description="256 for the byte tokenizer")
+    seq_len: int = Field(256, gt=0, le=2**24, description="training context length in tokens")
     tie_embeddings: bool = Field(False, description="share the token embedding with the output head")
     activation: Literal["swiglu", "gelu"] = "swiglu"
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
@@ -108,7 +124,7 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: Literal["auto", True, False] = Field("auto", description="auto: on for CUDA, off for CPU")
     activation_checkpointing: bool = False
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
     eval_interval: int = Field(50, ge=0, description="steps between validation passes; 0 disables")
     eval_batches: int = Field(4, gt=0, description="global batches per validation pass (fixed val batches)")
@@ -149,7 +165,7 @@ class LoggingConfig(Section):
 
 
 class RunConfig(Section):
-    root: str = Field("runs", description="directory that holds run directories")
+    root: str = Field("runs", min_length=1, description="directory that holds run directories")
 
 
 class Recipe(Section):
