@@ -61,6 +61,23 @@ def kill_at_step(run_dir, args, step):
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    settle(run_dir)
+
+
+def settle(run_dir, quiet_s=1.0, limit_s=60):
+    """Wait until nothing in run_dir changes for quiet_s: the workers run in their own sessions and
+    exit only once they notice their agent died (worker.die_with_parent polls every 0.1 s)."""
+    def state():
+        try:
+            return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+        except FileNotFoundError:  # a file vanished mid-listing: still changing
+            return None
+    last, since, end = state(), time.time(), time.time() + limit_s
+    while time.time() < end and time.time() - since < quiet_s:
+        time.sleep(0.1)
+        now = state()
+        if now != last or now is None:
+            last, since = now, time.time()
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
