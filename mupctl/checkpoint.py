@@ -148,6 +148,13 @@ def _set_rng_state(state: dict) -> None:
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+def step_dirs(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``step_*`` directory under ckpt_dir, committed or not, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name)))
+
+
 def file_problem(path: Path) -> str | None:
     """What makes checkpoint dir ``path`` unreadable without loading any tensor, or None: a missing
     file, an unreadable ``meta.json`` or ``.metadata``, or a shard shorter than ``.metadata`` says
@@ -173,7 +180,7 @@ def file_problem(path: Path) -> str | None:
 def readable_steps(ckpt_dir: Path) -> tuple[list[int], list[str]]:
     """(steps of the step_* dirs that pass `file_problem`, "step_…: problem" for the others)."""
     good, bad = [], []
-    for step, path in Checkpointer(ckpt_dir)._step_dirs():
+    for step, path in step_dirs(ckpt_dir):
         problem = file_problem(path)
         if problem is None:
             good.append(step)
@@ -196,15 +203,9 @@ class Checkpointer:
         self._said_sync = False
 
     # ---- listing -------------------------------------------------------------------------------
-    def _step_dirs(self) -> list[tuple[int, Path]]:
-        if not self.dir.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_RE.match(p.name))]
-        return sorted(found)
-
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Committed checkpoints, oldest first."""
-        return [(s, p) for s, p in self._step_dirs() if (p / "COMMITTED").is_file()]
+        return [(s, p) for s, p in step_dirs(self.dir) if (p / "COMMITTED").is_file()]
 
     # ---- save ----------------------------------------------------------------------------------
     def save(self, step: int, model, optimizers: list, meta: dict) -> float:
@@ -275,7 +276,7 @@ class Checkpointer:
 
     def _purge(self, step: int) -> None:
         kept = [p for s, p in self.checkpoints() if s <= step][-self.keep_last :]
-        doomed = [p for _, p in self._step_dirs() if p not in kept]
+        doomed = [p for _, p in step_dirs(self.dir) if p not in kept]
         doomed += [p for p in self.dir.glob(".tmp-*") if p.is_dir()]
         for p in doomed:
             shutil.rmtree(p, ignore_errors=True)
@@ -300,7 +301,7 @@ class Checkpointer:
         ``weights=False`` restores only RNG and meta (a forced resume onto new tensor shapes)."""
         self.wait()
         _barrier()
-        candidates = _bcast([p.name for _, p in reversed(self._step_dirs())] if _rank() == 0 else None)
+        candidates = _bcast([p.name for _, p in reversed(step_dirs(self.dir))] if _rank() == 0 else None)
         for i, name in enumerate(candidates):
             path = self.dir / name
             # Phase 1 (local): files present, meta + this rank's RNG readable. Agreed before

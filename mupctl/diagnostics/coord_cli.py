@@ -196,8 +196,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                "delta_verdict": {**delta, "judged_roles": list(DELTA_ROLES), "note": DELTA_NOTE},
                "theory": theory, "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
     report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "depth_alpha": depth_alpha(first),
-              "optimizer": first.optimizer.name, "base": resolved_base(first), "overrides": list(overrides), "batch": batch, "seq_len": seq_len,
-              "seed": seed, **result, "summary": summary}
+              "optimizer": first.optimizer.name, "base": resolved_base(first), "overrides": list(overrides),
+              "batch": batch, "seq_len": seq_len, "seed": seed, **result, "summary": summary}
     write_json(out / "coord_check.json", report)
     plot_coord_check(report, out / "coord_check.png")
     return finite_json(summary)

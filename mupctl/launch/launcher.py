@@ -233,10 +233,11 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
         raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
     old = load_recipe(run_dir / "recipe.yaml")
     saved = read_run_json(run_dir / "plan.json")
-    if not isinstance(saved, dict) or build_plan(old, str(run_dir)).get("hash") != saved.get("hash"):
+    old_hash, saved_hash = build_plan(old)["hash"], saved.get("hash") if isinstance(saved, dict) else None
+    if old_hash != saved_hash:
         raise UserError(f"{run_dir / 'recipe.yaml'} does not match {run_dir / 'plan.json'} (plan hash "
-                        f"{build_plan(old)['hash']} vs {saved.get('hash') if isinstance(saved, dict) else None}): "
-                        "the run directory was edited or damaged; restore both files", "RUN_DIR")
+                        f"{old_hash} vs {saved_hash}): the run directory was edited or damaged; restore both "
+                        "files", "RUN_DIR")
     recipe = load_recipe(run_dir / "recipe.yaml", list(overrides) + cli_overrides(**flags))
     changes = changed_fields(old.model_dump(mode="json"), recipe.model_dump(mode="json"))
     breaking = [c for c in changes if c[0].startswith(EXACTNESS_FIELDS)]
