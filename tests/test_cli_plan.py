@@ -20,6 +20,7 @@ def assert_one_line_error(res, *needles):
     assert "Traceback" not in res.stderr
     err = [line for line in res.stderr.splitlines() if not line.startswith("DeprecationWarning")]
     assert len(err) == 1, res.stderr
+    assert err[0].count(", got ") <= 1, err[0]  # the bad value is shown once
     for n in needles:
         assert n in err[0], err[0]
     assert res.stdout == ""
@@ -65,8 +66,10 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
         "train: {global_batch: 10, micro_batch: 4}\n": ["train.global_batch", "multiple"],
         "model: [1, 2\n": ["invalid YAML", "line"],
         "- a\n- b\n": ["mapping"],
+        "# only a comment\n": ["the recipe is empty", "mupctl init"],
         "optimizer: {lr: .inf}\n": ["optimizer.lr", "finite"],
         "train: {steps: true}\n": ["train.steps", "boolean"],
+        "optimizer: {betas: [1.5, 0.9]}\n": ["optimizer.betas", "[0, 1)", "[1.5, 0.9]"],
         "train: {steps: 3, steps: 5}\n": ["duplicate key 'steps'", "line 1"],
         f"train: {{seed: {2**64}}}\n": ["train.seed", "<="],
         "model: {n_layers: 100000000000}\n": ["model.n_layers", "<="],

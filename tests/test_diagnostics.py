@@ -51,7 +51,8 @@ def sweep(recipe, tmp_path_factory):
 def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
     assert parse_list("128, 256,512", int, "--widths") == [128, 256, 512]
     assert parse_list("1e-3,3e-3", float, "--lrs") == [1e-3, 3e-3]
-    for text, kind, field in (("128,x", int, "--widths"), ("", float, "--lrs"), ("1e-3,nan", float, "--lrs")):
+    for text, kind, field in (("128,x", int, "--widths"), ("", float, "--lrs"), ("1e-3,nan", float, "--lrs"),
+                              ("3_2,64", int, "--widths"), ("1_0e-3", float, "--lrs")):
         with pytest.raises(UserError, match=f"^{field}: expected a comma-separated list"):
             parse_list(text, kind, field)
     bad = [(dict(widths=[32, 64], depths=[2, 4]), "--widths: give exactly one"),

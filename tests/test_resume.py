@@ -209,11 +209,12 @@ def snapshot(run_dir):
 def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
     run = tmp_path / "run"
     kill_at_step(run, BASE, 2 * INTERVAL + 1)
-    cases = {  # file → damage, expected words in the one-line error
-        "plan.json": (b"x{", "plan.json is damaged"),
-        "recipe.yaml": (b"", "does not match"),
-    }
-    for name, (damage, needle) in cases.items():
+    cases = [  # file, damage, expected words in the one-line error
+        ("plan.json", b"x{", "plan.json is damaged"),
+        ("recipe.yaml", b"name: other\n", "does not match"),
+        ("recipe.yaml", b"", "the recipe is empty"),
+    ]
+    for name, damage, needle in cases:
         good = (run / name).read_bytes()
         (run / name).write_bytes(damage)
         before = snapshot(run)

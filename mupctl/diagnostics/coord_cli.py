@@ -66,8 +66,8 @@ def recipe_label(report: dict) -> str:
 
 def parse_list(text: str, kind: type, field: str) -> list:
     """"128,256,512" → [128, 256, 512] (kind=int); "1e-3,3e-3" → [0.001, 0.003] (kind=float)."""
-    try:
-        values = [kind(item.strip()) for item in text.split(",")]
+    try:  # int()/float() would read "3_2" as 32: digit separators are refused, not guessed at
+        values = None if "_" in text else [kind(item.strip()) for item in text.split(",")]
     except ValueError:
         values = None
     if not values or any(not math.isfinite(v) for v in values):

@@ -71,8 +71,9 @@ def read_yaml(path: str | Path) -> dict:
         raise UserError(f"invalid YAML{where}: {problem}", str(p)) from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise UserError(f"invalid value: {exc}", str(p)) from None
-    if data is None:
-        return {}
+    if data is None:  # an empty or comment-only file is more likely truncated than meant as "all defaults"
+        raise UserError("the recipe is empty; write at least one section (see `mupctl init`), or run "
+                        "`mupctl train` without a file for the embedded default", str(p))
     if not isinstance(data, dict):
         raise UserError(f"a recipe must be a YAML mapping of sections, got {type(data).__name__}", str(p))
     return data

@@ -105,7 +105,7 @@ class OptimizerConfig(Section):
     @classmethod
     def _betas(cls, v):
         if not all(0 <= b < 1 for b in v):
-            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+            raise ValueError("each beta must be in [0, 1)")
         return v
 
 
