@@ -153,13 +153,15 @@ class Block(nn.Module):
         self.mlp = MLP(m, device)
         self.branch_mult = mult["residual_branch"]
 
-    def forward(self, x, rope, stats: list | None = None):
+    def forward(self, x, rope, record: bool = False):
+        """x + m·attn(norm(x)), then + m·mlp(norm(·)) (m: the residual-branch multiplier). With
+        `record`, also the RMS of both branch outputs as a tensor (returned, not appended to a list
+        argument: FSDP2's input casting copies containers, so a list would come back empty)."""
         a = self.attn(self.attn_norm(x), rope)
         x = torch.add(x, a, alpha=self.branch_mult)
         f = self.mlp(self.mlp_norm(x))
-        if stats is not None:
-            stats.append(torch.stack((rms(a), rms(f))) * self.branch_mult)
-        return torch.add(x, f, alpha=self.branch_mult)
+        out = torch.add(x, f, alpha=self.branch_mult)
+        return (out, torch.stack((rms(a), rms(f))) * self.branch_mult) if record else out
 
 
 class GPT(nn.Module):
@@ -228,20 +230,24 @@ class GPT(nn.Module):
             x = x * self.emb_mult
         x_emb = x
         rope = None if self.pos_emb is not None else (self.rope_cos[:T], self.rope_sin[:T])
-        stats = [] if self.record is not None else None
+        record, stats = self.record is not None, []
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, stats, use_reentrant=False)
+                out = checkpoint(block, x, rope, record, use_reentrant=False)
             else:
-                x = block(x, rope, stats)
+                out = block(x, rope, record)
+            if record:
+                out, branch_rms = out
+                stats.append(branch_rms)
+            x = out
         h = self.norm_f(x)
         if self.out_mult != 1.0:
             h = h * self.out_mult
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        if targets is not None and self.record is None:
+        if targets is not None and not record:
             return self.head_loss(h, weight, targets)
         logits = F.linear(h, weight)
-        if self.record is not None:
+        if record:
             branch = torch.stack(stats).mean(0)  # (attn_out, mlp_out) averaged over layers
             logits32 = logits.detach().float()
             self.record.update(embedding=rms(x_emb), attn_out=branch[0], mlp_out=branch[1], residual=rms(x),
