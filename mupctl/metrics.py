@@ -38,14 +38,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return [row for _, row in _rows(path)]
 
 
-def truncate_metrics(path: Path, keep_through_step: int) -> None:
-    """Drop rows with step > keep_through_step, and torn lines (atomic rewrite)."""
+def truncate_metrics(path: Path, keep_through_step: int) -> list[dict]:
+    """Drop rows with step > keep_through_step, and torn lines (atomic rewrite); the kept rows."""
     if not path.exists():
-        return
-    kept = [line for line, row in _rows(path) if row.get("step", 0) <= keep_through_step]
+        return []
+    kept = [(line, row) for line, row in _rows(path) if row.get("step", 0) <= keep_through_step]
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.write_text("".join(line + "\n" for line, _ in kept))
     os.replace(tmp, path)
+    return [row for _, row in kept]
 
 
 def _fmt(row: dict) -> str:

@@ -31,7 +31,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from mupctl.checkpoint import Checkpointer
 from mupctl.data import open_data
 from mupctl.errors import RunFailure
-from mupctl.metrics import MetricsLog, read_jsonl, truncate_metrics
+from mupctl.metrics import MetricsLog, truncate_metrics
 from mupctl.mfu import mfu
 from mupctl.model import GPT
 from mupctl.optim import build_optimizer, optimizer_parts
@@ -240,9 +240,9 @@ class Trainer:
                          wandb_id=(self.run_dir / "wandb_id").read_text().strip()
                          if (self.run_dir / "wandb_id").exists() else None, config=self.plan["summary"])
         if self.rank == 0:
-            truncate_metrics(log.path, start if meta else -1)  # a fresh start logs step 0 again
+            kept = truncate_metrics(log.path, start if meta else -1)  # a fresh start logs step 0 again
             if meta and not any(row.get("step") == start and "checkpoint_blocked_s" in row
-                                for row in read_jsonl(log.path)):  # killed between the commit and its row
+                                for row in kept):  # killed between the commit and its row
                 log.log({"step": start, "checkpoint_blocked_s": None})
             state = f"resumed at step {start}" if meta else "fresh"
             if meta and not same_shapes:
