@@ -1,6 +1,7 @@
 """CLI tests through a real subprocess: plan/validate/schema/init, errors, legacy shim."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -201,3 +202,26 @@ def test_legacy_width_mult_is_resolved_by_the_compiler(cli, tmp_path):
     assert_one_line_error(cli("plan", r), "scaling.width_mult", "whole base width")
     r = write(tmp_path, "scaling: {recipe: mup, width_mult: 2, base: {d_model: 64}}\n")
     assert_one_line_error(cli("plan", r), "scaling.width_mult", "not both")
+
+
+def test_online_wandb_without_credentials_exits_2_before_launch(tmp_path):
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    env |= {"HOME": str(tmp_path)}  # no ~/.netrc
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), "--set",
+                          "logging.wandb=online", "--set", "launch.device=cpu"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert_one_line_error(res, "logging.wandb", "wandb login", "WANDB_API_KEY")
+    assert not run.exists()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password 0123456789abcdef\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    code = "from mupctl.launch.launcher import wandb_credentials as c; print(c())"
+    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert seen.stdout.strip() == "True", seen.stderr
+    (tmp_path / ".netrc").write_text("machine other.example.com login user password 0123456789abcdef\n")
+    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env | {"WANDB_BASE_URL": "https://other.example.com"},
+                          capture_output=True, text=True)
+    assert seen.stdout.strip() == "True", seen.stderr
+    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert seen.stdout.strip() == "False", seen.stderr

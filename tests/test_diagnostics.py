@@ -8,12 +8,17 @@ coordinate check is up to ~0.25 in slope, so the verdict uses 0.3; SP at LR 1e-2
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
 from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, data_passes, fit_optimum, run_sweep,
                                      seed_statistics, summarize_cells, wider_is_better, write_markdown)
@@ -280,3 +285,32 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     with pytest.raises(UserError, match="^--out: .* exists"):
         emit_recipe(out, [], target)
     assert emit_recipe(out, [], target, force=True)["path"] == str(target)
+
+
+def test_ctrl_c_stops_a_sweeps_running_cells_with_a_checkpoint(recipe, tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the sweep's process group) reaches the sweep alone, which passes
+    one SIGTERM to each running cell: each stops at its next stop check and saves a checkpoint
+    (two signals, as when the cell also got the Ctrl-C, would kill its workers before they save)."""
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "sweep", str(recipe), "--widths", "32", "--lrs", "1e-3,3e-3",
+                             "--steps", "100000", "--parallel", "2", "--out", str(out), "--set", "train.log_interval=100000",
+                             "--set", "checkpoint.interval=100000"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and sum("mupctl worker:" in log.read_text()
+                                             for log in out.glob("cells/*/train.log")) < 2:
+            time.sleep(0.05)
+        time.sleep(3)  # past the cell's step-time probe (steps 5-10)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    cells = sorted(out.glob("cells/*"))
+    assert len(cells) == 2
+    for cell in cells:
+        stop = json.loads((cell / "events.jsonl").read_text().splitlines()[-1])
+        assert stop["event"] == "stop" and stop["checkpoint"], (cell.name, stop)
+        assert (cell / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,9 +60,39 @@ def kill_at_step(run_dir, args, step):
         if (run_dir / "metrics.jsonl").exists() and step in losses(run_dir):
             break
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
+    tree = descendants(proc.pid)  # torchrun (in its own session) and the workers (in theirs)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher's group: the launcher alone
     proc.wait()
     settle(run_dir)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(pid) for pid in tree):
+        time.sleep(0.1)
+    assert tree and not any(alive(pid) for pid in tree), "torchrun or a worker outlived the killed launcher"
+
+
+def descendants(pid):
+    """PIDs below `pid` in the process tree (Linux /proc)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for c, p in parent.items() if p in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def alive(pid):
+    """Running (a zombie waiting for its parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def settle(run_dir, quiet_s=1.0, limit_s=60):
@@ -258,9 +289,13 @@ def test_torn_metrics_line_and_fresh_restart_keep_one_row_per_step(tmp_path):
     assert sorted(losses(run)) == list(range(1, steps + 1))
 
 
-def test_sigterm_between_log_steps_stops_within_seconds(tmp_path):
+@pytest.mark.parametrize("signum,group", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGINT-to-group"])
+def test_stop_signal_between_log_steps_stops_within_seconds(tmp_path, signum, group):
     """With no log or checkpoint step in sight, the workers still check for a stop every ~2 s, so a
-    SIGTERM is answered (with a checkpoint) long before torchrun's 30 s grace runs out."""
+    SIGTERM or SIGINT is answered (with a checkpoint) long before torchrun's 30 s grace runs out:
+    sent to the launcher alone (`kill -INT PID`) or to its process group (a terminal's Ctrl-C), it
+    reaches torchrun exactly once (a second SIGINT would kill the workers before they save)."""
     run = tmp_path / "run"
     args = BASE + ["--set", "train.steps=100000", "--set", "train.log_interval=100000",
                    "--set", "checkpoint.interval=100000"]
@@ -272,10 +307,35 @@ def test_sigterm_between_log_steps_stops_within_seconds(tmp_path):
         time.sleep(0.05)
     time.sleep(3)  # past the step-time probe (steps 5-10)
     sent = time.time()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "checkpoint saved there" in err, out + err
+    os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:  # a launcher that ignored the signal would train on for 100000 steps
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 1 and f"stopped by {name}" in err and "checkpoint saved there" in err, out + err
     assert time.time() - sent < 25
-    stop = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()][-1]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    stop = events[-1]
     assert stop["event"] == "stop" and 10 < stop["step"] < 100000
+    assert [e["event"] for e in events].count("failed") == 0, events
     assert (run / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_dies_with_its_killed_parent():
+    """torchrun (and a sweep's cell) runs in its own session, so a Ctrl-C reaches it once, through its
+    parent; in return it gets SIGKILL when the parent dies, whatever killed it (launch.child)."""
+    code = ("import os, subprocess, time; from mupctl.launch.child import child_setup; "
+            "p = subprocess.Popen(['sleep', '60'], start_new_session=True, preexec_fn=child_setup(os.getpid())); "
+            "print(p.pid, flush=True); time.sleep(60)")
+    launcher = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(launcher.stdout.readline())
+    assert alive(child)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and alive(child):
+        time.sleep(0.05)
+    assert not alive(child), "the child of a SIGKILLed launcher lives on"

@@ -32,6 +32,7 @@ import numpy as np
 
 from mupctl.diagnostics.coord_cli import choose_axis, finite_json, recipe_label, sized_overrides, write_json
 from mupctl.errors import RunFailure, UserError
+from mupctl.launch.child import child_setup
 from mupctl.launch.launcher import changed_fields, preflight
 from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
@@ -204,7 +205,8 @@ def slot_env(slot: int, groups: list[list[str]], parallel: int) -> dict:
 def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
     """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"], job["seconds"], job["gpus"] (the
     CUDA_VISIBLE_DEVICES it gave the job, None on CPU) and job["started"] / job["ended"] (time.time()).
-    Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM."""
+    Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM, once:
+    they run in their own sessions, so a terminal's Ctrl-C does not reach them too (launch.child)."""
     pending, running = list(jobs), {}
     old_term = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -216,7 +218,8 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
                     env = slot_env(slot, groups, parallel)
                     job["gpus"], job["started"] = env["CUDA_VISIBLE_DEVICES"] if groups else None, time.time()
                     with open(Path(job["dir"]) / "sweep.log", "a") as log:
-                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True, preexec_fn=child_setup(os.getpid()))
                     running[slot] = (job, proc, time.perf_counter())
             for slot, (job, proc, t0) in list(running.items()):
                 if proc.poll() is not None:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import netrc
 import os
 import shlex
 import signal
 import subprocess
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
 from mupctl.errors import RunFailure, UserError, warn
+from mupctl.launch.child import STOP_SIGNALS, child_setup
 from mupctl.launch.command import torchrun_argv
 from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
@@ -80,8 +83,25 @@ def preflight(recipe):
     if recipe.logging.wandb != "disabled" and importlib.util.find_spec("wandb") is None:
         raise UserError("wandb is not installed; pip install 'mupctl[wandb]' or set logging.wandb: disabled",
                         "logging.wandb")
+    if recipe.logging.wandb == "online" and not wandb_credentials():
+        raise UserError("online logging needs W&B credentials: run `wandb login` or set WANDB_API_KEY, or use "
+                        "logging.wandb: offline (and `wandb sync` the run later)", "logging.wandb")
     from mupctl.data import open_data
     return open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
+
+
+def wandb_credentials() -> bool:
+    """Whether wandb will find credentials without prompting: WANDB_API_KEY or WANDB_IDENTITY_TOKEN_FILE
+    in the environment, or a netrc entry (what `wandb login` writes) for the host of WANDB_BASE_URL."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except OSError:  # no netrc file
+        return False
+    except netrc.NetrcParseError:  # one that Python's stricter reader refuses (e.g. mode 644): wandb may not
+        return True
 
 
 def read_run_json(path: Path, key: str | None = None):
@@ -133,20 +153,25 @@ def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
 
 
 def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
-    """Run the workers; a terminal's SIGINT reaches torchrun (same process group), SIGTERM is forwarded.
-    The workers' events.jsonl rows (stop, failed) say how it ended."""
+    """Run the workers. torchrun runs in its own session and dies with the launcher (launch.child), and
+    the launcher forwards each SIGINT and SIGTERM it receives to it exactly once: a Ctrl-C, a
+    `kill -INT` of the launcher and a signal to its process group take the same path. The workers'
+    events.jsonl rows (stop, failed) say how it ended."""
     print(f"mupctl: launching {shlex.join(argv)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
     seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
-    proc = subprocess.Popen(argv, env=env)
     received: list[int] = []
 
-    def on_signal(signum, frame):  # a terminal's SIGINT reaches the workers by itself; forward SIGTERM
+    def on_signal(signum, frame):
         received.append(signum)
-        if signum == signal.SIGTERM:
-            proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
+    try:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=child_setup(os.getpid()))
+        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         rc = proc.wait()
     finally:
@@ -167,9 +192,6 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
                              f"checkpoint.interval is 0); `mupctl resume {run_dir}` starts it over")
         raise RunFailure(f"stopped by {name} before the workers could save; `mupctl resume {run_dir}` continues "
                          "from the newest checkpoint")
-    if received:  # a SIGINT sent to this process alone is not forwarded (a terminal's reaches torchrun)
-        print(f"mupctl: note: {signal.Signals(received[0]).name} was not forwarded to the workers (send "
-              "SIGTERM to stop a run); the run finished", flush=True)
     if rc != 0:
         reasons = [e["message"] for e in events if e.get("event") == "failed" and e.get("message")]
         if (run_dir / "DIVERGED.json").exists():

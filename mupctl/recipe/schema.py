@@ -159,7 +159,8 @@ class CheckpointConfig(Section):
 
 
 class LoggingConfig(Section):
-    wandb: Literal["disabled", "offline", "online"] = "disabled"
+    wandb: Literal["disabled", "offline", "online"] = Field(
+        "disabled", description="online needs W&B credentials (`wandb login` or WANDB_API_KEY), checked before launch")
     project: str = "mupctl"
     entity: Optional[str] = None
 
