@@ -72,6 +72,23 @@ def write_event(run_dir: Path, **fields) -> None:
         f.write(json.dumps(fields | {"time": time.time()}) + "\n")
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie: a SIGKILLed launcher stays one until its own
+    parent reaps it, which a harness reading the run's output may do only once every writer of that
+    pipe, this worker included, has exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (a reused PID): not ours to judge
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # gone meanwhile, or no /proc (not Linux: existence is all there is to tell)
+        return not os.path.isdir("/proc")
+    return state != "Z"
+
+
 def die_with_parent(poll_s: float = 0.1) -> None:
     """Exit when the torchrun agent that started this worker dies, or the `mupctl` launcher above it
     (`MUPCTL_LAUNCHER_PID`), so a killed run leaves no orphan trainer behind (holding GPUs, or
@@ -82,16 +99,7 @@ def die_with_parent(poll_s: float = 0.1) -> None:
     launcher = int(os.environ.get("MUPCTL_LAUNCHER_PID", "0"))
 
     def alive() -> bool:
-        if os.getppid() != parent:
-            return False
-        try:
-            if launcher:
-                os.kill(launcher, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # exists, owned by someone else (a reused PID): not ours to judge
-            pass
-        return True
+        return os.getppid() == parent and (not launcher or running(launcher))
 
     def watch():
         while alive():

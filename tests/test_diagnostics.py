@@ -314,3 +314,25 @@ def test_ctrl_c_stops_a_sweeps_running_cells_with_a_checkpoint(recipe, tmp_path)
         stop = json.loads((cell / "events.jsonl").read_text().splitlines()[-1])
         assert stop["event"] == "stop" and stop["checkpoint"], (cell.name, stop)
         assert (cell / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()
+
+
+def test_coord_check_trains_on_the_recipes_data(recipe, tmp_path):
+    """The batches come from the recipe's `data`: bin shards tokenized with 300 ids (ids ≥ 256 that
+    the embedded bytes never produce), so a check on them differs from one on the embedded corpus."""
+    ids = np.random.default_rng(0).integers(256, 300, 5000).astype(np.uint16)
+    shards = tmp_path / "bin"
+    shards.mkdir()
+    ids[:4000].tofile(shards / "train.bin")
+    ids[4000:].tofile(shards / "val.bin")
+    (shards / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 300}))
+    common = dict(widths=[32, 64], depths=None, steps=2, batch=2, seq_len=16)
+    run_coord_check(recipe, ["model.vocab_size=300"], out_dir=tmp_path / "emb", **common)
+    run_coord_check(recipe, ["model.vocab_size=300", "data.source=bin", f"data.path={shards}"],
+                    out_dir=tmp_path / "bin-cc", **common)
+    emb, binned = (json.loads((tmp_path / d / "coord_check.json").read_text()) for d in ("emb", "bin-cc"))
+    assert emb["data"].startswith("embedded:") and binned["data"].startswith("bin: 4,000 train")
+    assert binned["loss"][0][0] == emb["loss"][0][0]  # zero readout: ln(300) on any data
+    assert binned["loss"][0][-1] != emb["loss"][0][-1]  # after two updates on different tokens
+    with pytest.raises(UserError, match="data.path"):
+        run_coord_check(recipe, ["data.source=bin", f"data.path={tmp_path / 'missing'}"], out_dir=tmp_path / "x",
+                        **common)

@@ -339,3 +339,22 @@ def test_a_child_dies_with_its_killed_parent():
     while time.time() < deadline and alive(child):
         time.sleep(0.05)
     assert not alive(child), "the child of a SIGKILLed launcher lives on"
+
+
+def test_a_worker_treats_a_zombie_launcher_as_dead():
+    """A SIGKILLed launcher stays a zombie until its parent reaps it, and a parent that reads the run's
+    output reaps it only after every writer of the pipe, the workers included, has exited: a worker
+    that waited for the PID to vanish would train on (worker.die_with_parent, worker.running)."""
+    zombie = subprocess.Popen(["true"])
+    deadline = time.time() + 10
+    while time.time() < deadline and alive(zombie.pid):  # exited, not yet reaped: a zombie
+        time.sleep(0.02)
+    assert Path(f"/proc/{zombie.pid}").exists()
+    code = "import time; from mupctl.worker import die_with_parent; die_with_parent(); time.sleep(60)"
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+                              env=dict(os.environ, MUPCTL_LAUNCHER_PID=str(zombie.pid)))
+    try:
+        assert worker.wait(timeout=45) == -signal.SIGKILL
+    finally:
+        worker.kill()
+        zombie.wait()

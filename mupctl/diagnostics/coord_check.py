@@ -99,12 +99,13 @@ def coord_check(make_plan: Callable[[int], dict], sizes: list[int], steps: int, 
         from mupctl.data.corpus import load_text
         data = np.frombuffer(load_text().encode(), dtype=np.uint8)
     xs, ys = text_batches(np.asarray(data), steps + 1, batch, seq_len, seed)
+    top = int(max(xs.max(), ys.max()))  # the largest token id the check feeds
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rms: dict[str, list[list[float]]] = {}
     losses = []
     for size in sizes:
         plan = make_plan(size)
-        if plan["model"]["seq_len"] < seq_len or plan["model"]["vocab_size"] <= int(data.max()):
+        if plan["model"]["seq_len"] < seq_len or plan["model"]["vocab_size"] <= top:
             raise ValueError(f"size {size}: the plan's seq_len/vocab_size cannot hold the data")
         torch.manual_seed(seed)
         model = GPT(plan, device=device)

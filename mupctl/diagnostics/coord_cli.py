@@ -29,6 +29,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from mupctl.errors import UserError
 from mupctl.paths import check_dir
 from mupctl.plan import build_plan
@@ -148,6 +150,14 @@ def write_json(path: Path, obj) -> None:
 
 # -- the command ----------------------------------------------------------------------------------
 
+def check_tokens(data, steps: int, batch: int) -> np.ndarray:
+    """The tokens the check draws its batches from (`data`: a `TokenData`): the train split of the
+    recipe's `data` (embedded, bin), or for `synthetic` (steps + 1) · batch of its random sequences."""
+    if data.splits is not None:
+        return data.splits["train"]
+    return np.concatenate([data.sequence("train", 0, j) for j in range((steps + 1) * batch)])
+
+
 def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None, depths: list[int] | None,
                     steps: int, batch: int, seq_len: int | None, out_dir, threshold: float = 0.1,
                     seed: int = 0) -> dict:
@@ -157,6 +167,7 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     "judged_roles", "max_abs_slope", "note"}, "theory", "json", "png"} (non-finite numbers as null).
     `pass` is the raw-RMS verdict (as before the Δ roles existed) and alone decides the CLI's exit
     code; `theory` names the verdict the scaling theory of this axis and recipe speaks to."""
+    from mupctl.data import open_data
     from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, rms_roles, summarize
     from mupctl.diagnostics.plots import plot_coord_check, require_matplotlib
 
@@ -179,11 +190,9 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     seq_len = first.model.seq_len if seq_len is None else seq_len
     if not 0 < seq_len <= first.model.seq_len:
         raise UserError(f"must be in 1..model.seq_len ({first.model.seq_len}), got {seq_len}", "--seq-len")
-    if first.model.vocab_size < 256:
-        raise UserError(f"the check runs on the embedded corpus as bytes and needs >= 256, got "
-                        f"{first.model.vocab_size}", "model.vocab_size")
+    data = open_data(first.data, first.model.vocab_size, seq_len, seed)
 
-    result = coord_check(plans.__getitem__, sizes, steps, batch, seq_len, seed)
+    result = coord_check(plans.__getitem__, sizes, steps, batch, seq_len, seed, data=check_tokens(data, steps, batch))
     roles = DEPTH_ROLES if axis == "depth" else rms_roles(result)
     verdict = summarize(result, threshold, FROM_STEP, roles)
     delta = summarize(result, threshold, FROM_STEP, DELTA_ROLES)
@@ -197,7 +206,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
                "theory": theory, "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
     report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "depth_alpha": depth_alpha(first),
               "optimizer": first.optimizer.name, "base": resolved_base(first), "overrides": list(overrides),
-              "batch": batch, "seq_len": seq_len, "seed": seed, **result, "summary": summary}
+              "data": data.describe(), "batch": batch, "seq_len": seq_len, "seed": seed, **result,
+              "summary": summary}
     write_json(out / "coord_check.json", report)
     plot_coord_check(report, out / "coord_check.png")
     return finite_json(summary)
