@@ -50,8 +50,9 @@ class Divergence(RuntimeError):
 
 class StopFlag:
     """SIGTERM/SIGINT ask for a clean stop at the next stop check: every log or checkpoint step, and
-    every ~STOP_CHECK_S seconds (a checkpoint is saved there). A second Ctrl-C exits at once;
-    torchrun's SIGTERM after a terminal's SIGINT does not."""
+    every ~STOP_CHECK_S seconds (a checkpoint is saved there). A second SIGINT to the worker exits at
+    once. (The launcher passes a Ctrl-C on to torchrun as one SIGTERM, which torchrun forwards here; a
+    second Ctrl-C ends torchrun, and the worker follows it: die_with_parent.)"""
 
     def __init__(self):
         self.requested = False

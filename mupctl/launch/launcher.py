@@ -154,17 +154,17 @@ def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
 
 def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
     """Run the workers. torchrun runs in its own session and dies with the launcher (launch.child), and
-    the launcher forwards each SIGINT and SIGTERM it receives to it exactly once: a Ctrl-C, a
-    `kill -INT` of the launcher and a signal to its process group take the same path. The workers'
-    events.jsonl rows (stop, failed) say how it ended."""
+    the launcher passes each SIGINT and SIGTERM it receives on to it exactly once, as SIGTERM (torchrun
+    treats both alike): a Ctrl-C, a `kill -INT` of the launcher and a signal to its process group take
+    the same path. The workers' events.jsonl rows (stop, failed) say how it ended."""
     print(f"mupctl: launching {shlex.join(argv)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
     seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
     received: list[int] = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum, frame):  # as SIGTERM: a SIGINT in torchrun's own startup prints a traceback
         received.append(signum)
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGTERM)
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
     try:
