@@ -141,8 +141,26 @@ def test_seed_statistics_measure_how_far_seeds_alone_move_the_shift():
     assert one_size["shift_interval"] is None and one_size["seed_sd"] > 0
 
 
+def test_signed_drift_tells_seeds_that_agree_from_seeds_that_flip():
+    lrs, sizes = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], [32, 64]
+    up = {32: [1.3, 1.1, 1.2, 1.4, 1.6], 64: [1.3, 1.2, 1.05, 1.3, 1.6]}  # optimum one octave higher at 64
+    down = {32: up[64], 64: up[32]}
+    def cells(curves_by_seed):
+        return [{"id": f"{s}-{lr}-{k}", "size": s, "lr": lr, "seed": k, "final_train_loss": 1.0,
+                 "final_val_loss": curves[s][i]} for k, curves in enumerate(curves_by_seed)
+                for s in sizes for i, lr in enumerate(lrs)]
+    agree, flip = summarize_cells(cells([up, up]), sizes, lrs), summarize_cells(cells([up, down]), sizes, lrs)
+    assert [d["drift_octaves"] for d in agree["seed_drifts"]] == [pytest.approx(1.0, abs=0.3)] * 2
+    assert agree["drift_octaves"] == pytest.approx(agree["shift_octaves"]) and agree["drift_octaves"] > 0.7
+    drifts = [d["drift_octaves"] for d in flip["seed_drifts"]]
+    assert drifts[0] > 0.7 and drifts[1] < -0.7 and [d["seed"] for d in flip["seed_drifts"]] == [0, 1]
+    assert flip["shift_octaves"] >= 0  # unsigned: it cannot show the flip
+    assert summarize_cells(cells([up]), sizes, lrs)["seed_drifts"] == []
+    assert summarize_cells([c for c in cells([up]) if c["size"] == 32], [32], lrs)["drift_octaves"] is None
+
+
 def test_val_rose_lists_the_cells_that_rose_past_the_tolerance_and_tune_warns():
-    cells = [{"id": i, "size": s, "lr": lr, "final_val_loss": 1.0, "final_train_loss": 0.9, "val_rise": rise}
+    cells = [{"id": i, "size": s, "lr": lr, "seed": 0, "final_val_loss": 1.0, "final_train_loss": 0.9, "val_rise": rise}
              for i, (s, lr, rise) in enumerate([(32, 1e-3, None), (32, 1e-2, 0.005), (64, 1e-3, 0.3), (64, 1e-2, 0.02)])]
     report = summarize_cells(cells, [32, 64], [1e-3, 1e-2])
     assert report["val_rose"] == {"tolerance": 0.01, "cells": [2, 3], "max": 0.3}

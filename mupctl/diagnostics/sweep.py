@@ -12,7 +12,8 @@ the cell memorizes repeated data or became unstable late; listed in `val_rose` a
 Per size and LR: the mean over seeds of the val loss (∞ if any seed diverged). Optimum per size
 (`fit_optimum`): the best grid LR, refined by the parabola in log2 η through it and its two
 neighbours. `shift_octaves` = max − min of log2 η* over sizes; under μP it
-stays near 0, under SP it moves about −1 per width doubling (Tensor Programs V).
+stays near 0, under SP it moves about −1 per width doubling (Tensor Programs V). `drift_octaves`:
+the same largest-minus-smallest difference with its sign, also per seed (`seed_drifts`).
 
 Resumable: a finished cell (train and val rows at step N) or a diverged one (DIVERGED.json) is
 skipped, an unfinished one is continued with `mupctl resume`, a missing one is trained.
@@ -248,6 +249,29 @@ def comparable_optima(fits: list[dict]) -> list[float]:
     return [f["log2_lr"] for f in fits if f["log2_lr"] is not None] if len(fits) > 1 else []
 
 
+def drift(fits: list[dict]) -> float | None:
+    """Signed drift in octaves: log2 η* of the largest size minus that of the smallest (> 0: the larger
+    size wants a larger LR). shift_octaves is max − min and has no sign, so across seeds it cannot tell
+    a drift that holds its sign from one that flips; this can. None with one size or an unfitted end."""
+    if len(fits) < 2 or fits[0]["log2_lr"] is None or fits[-1]["log2_lr"] is None:
+        return None
+    return fits[-1]["log2_lr"] - fits[0]["log2_lr"]
+
+
+def seed_drifts(cells: list[dict], sizes: list[int], lrs: list[float]) -> list[dict]:
+    """Per seed, `drift` of that seed's own curves: [{"seed", "drift_octaves"}]; [] with one seed."""
+    seeds = sorted({c["seed"] for c in cells})
+    if len(seeds) < 2:
+        return []
+    out = []
+    for seed in seeds:
+        mine = [c for c in cells if c["seed"] == seed]
+        fits = [fit_optimum(lrs, [group[0]["final_val_loss"] if group else math.inf for group in row])
+                for row in group_cells(mine, sizes, lrs)]
+        out.append({"seed": seed, "drift_octaves": drift(fits)})
+    return out
+
+
 def group_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> list[list[list[dict]]]:
     """groups[i][j]: the cells (one per seed) of size sizes[i] and LR lrs[j]."""
     return [[[c for c in cells if c["size"] == size and c["lr"] == lr] for lr in lrs] for size in sizes]
@@ -291,6 +315,7 @@ def summarize_cells(cells: list[dict], sizes: list[int], lrs: list[float]) -> di
     optima = comparable_optima([c["optimum"] for c in curves])
     rose = [c for c in cells if (c.get("val_rise") or 0) > VAL_RISE_TOL]
     return {"curves": curves, "shift_octaves": max(optima) - min(optima) if optima else None,
+            "drift_octaves": drift([c["optimum"] for c in curves]), "seed_drifts": seed_drifts(cells, sizes, lrs),
             **seed_statistics(cells, sizes, lrs),
             "wider_is_better": wider_is_better(sizes, lrs, [c["val_loss"] for c in curves], optima),
             "reference_size": sizes[-1],
@@ -332,7 +357,7 @@ def write_markdown(report: dict, path: Path) -> None:
     shift, wib = report["shift_octaves"], report["wider_is_better"]
     checked = ", ".join(f"{row['lr']:g}: {row['ok']}" for row in wib["by_lr"])
     lines += [""] + ([f"- optimum shift across sizes: {'n/a' if shift is None else f'{shift:.2f} octaves'}"
-                      + shift_interval_text(report),
+                      + shift_interval_text(report), drift_text(report),
                       f"- {'wider' if report['axis'] == 'width' else 'deeper'} is better at every LR within "
                       f"±1 octave of the optima: {wib['ok']} ({checked})"]
                      if len(report["sizes"]) > 1 else ["- one size: an LR sweep, no shift or size check"]) + \
@@ -351,6 +376,15 @@ def shift_interval_text(report: dict) -> str:
     ci = report.get("shift_interval")
     return "" if ci is None else \
         f" ({ci['level']:.0%} seed-bootstrap interval {ci['low']:.2f}–{ci['high']:.2f})"
+
+
+def drift_text(report: dict) -> str:
+    """'- signed drift, smallest → largest size: +0.34 octaves (per seed: +1.03, -0.94)'."""
+    def signed(value):
+        return "n/a" if value is None else f"{value:+.2f}"
+    per_seed = [signed(d["drift_octaves"]) for d in report.get("seed_drifts", [])]
+    return (f"- signed drift, smallest → largest size: {signed(report.get('drift_octaves'))} octaves"
+            + (f" (per seed: {', '.join(per_seed)})" if per_seed else ""))
 
 
 def memorization_warning(report: dict) -> str:
