@@ -33,7 +33,7 @@ import numpy as np
 
 from mupctl.diagnostics.coord_cli import choose_axis, finite_json, recipe_label, sized_overrides, write_json
 from mupctl.errors import RunFailure, UserError
-from mupctl.launch.child import child_setup
+from mupctl.launch.child import spawn
 from mupctl.launch.launcher import changed_fields, preflight
 from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
@@ -219,8 +219,7 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
                     env = slot_env(slot, groups, parallel)
                     job["gpus"], job["started"] = env["CUDA_VISIBLE_DEVICES"] if groups else None, time.time()
                     with open(Path(job["dir"]) / "sweep.log", "a") as log:
-                        proc = subprocess.Popen(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                start_new_session=True, preexec_fn=child_setup(os.getpid()))
+                        proc = spawn(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env)
                     running[slot] = (job, proc, time.perf_counter())
             for slot, (job, proc, t0) in list(running.items()):
                 if proc.poll() is not None:

@@ -5,7 +5,7 @@ new session (`start_new_session=True`): a terminal's Ctrl-C then reaches the par
 passes each SIGINT or SIGTERM on exactly once. A second copy straight from the terminal would cut
 torchrun's shutdown short and kill the workers before they save. The price of the new session is that
 a SIGKILL of the parent's process group no longer reaches the child, so `child_setup` asks the
-kernel for a SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG).
+kernel for a SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG). `spawn` starts such a child.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -31,3 +32,8 @@ def child_setup(parent_pid: int):
             if os.getppid() != parent_pid:  # the parent died before the line above took effect
                 os._exit(1)
     return setup
+
+
+def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
+    """`subprocess.Popen(argv, **popen_kwargs)` in its own session, dying with this process."""
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=child_setup(os.getpid()), **popen_kwargs)

@@ -17,14 +17,13 @@ import netrc
 import os
 import shlex
 import signal
-import subprocess
 import time
 import urllib.parse
 import uuid
 from pathlib import Path
 
 from mupctl.errors import RunFailure, UserError, warn
-from mupctl.launch.child import STOP_SIGNALS, child_setup
+from mupctl.launch.child import STOP_SIGNALS, spawn
 from mupctl.launch.command import torchrun_argv
 from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
@@ -168,7 +167,7 @@ def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
     try:
-        proc = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=child_setup(os.getpid()))
+        proc = spawn(argv, env=env)
         old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
