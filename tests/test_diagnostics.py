@@ -305,6 +305,24 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     assert emit_recipe(out, [], target, force=True)["path"] == str(target)
 
 
+def test_emit_recipe_warns_when_the_target_is_deeper_than_the_rules_measured(sweep, tmp_path):
+    """The width sweep ran 2 layers under mup: a deeper target is not covered by mup at all; under
+    depth_mup + AdamW beyond 2x the reference depth, an annealed schedule moved the optimum."""
+    out, _ = sweep
+    def depth_warnings(*targets):
+        info = emit_recipe(out, list(targets), tmp_path / "t.yaml", force=True)
+        return [w for w in info["warnings"] if "layers" in w]
+    assert depth_warnings() == []
+    mup = depth_warnings("model.n_layers=8")
+    assert len(mup) == 1 and "the target has 8 layers and the reference 2: scaling.recipe mup has no depth rule" in mup[0]
+    deep = depth_warnings("scaling.recipe=depth_mup", "model.n_layers=8")
+    assert len(deep) == 1 and "4x deeper than the reference (2 layers) and the schedule anneals (cosine)" in deep[0]
+    assert "try the grid LRs just above" in deep[0]
+    assert f"# warning: {deep[0]}" in (tmp_path / "t.yaml").read_text().splitlines()
+    assert depth_warnings("scaling.recipe=depth_mup", "model.n_layers=8", "schedule.name=constant") == []
+    assert depth_warnings("scaling.recipe=depth_mup", "model.n_layers=4") == []  # within 2x of the reference
+
+
 def test_ctrl_c_stops_a_sweeps_running_cells_with_a_checkpoint(recipe, tmp_path):
     """A terminal's Ctrl-C (SIGINT to the sweep's process group) reaches the sweep alone, which passes
     one SIGTERM to each running cell: each stops at its next stop check and saves a checkpoint

@@ -109,6 +109,25 @@ def caveats(report: dict, opt: dict) -> list[str]:
     return out
 
 
+def depth_caveats(report: dict, proxy, target) -> list[str]:
+    """What the target's depth does to the emitted LR: depth beyond the swept reference is covered only
+    by depth_mup, and under AdamW/Adam with an annealed schedule our depth sweeps saw the best peak LR
+    rise 0.3–0.45 octave per depth doubling (docs/results rounds 7 and 13; constant LR: no drift)."""
+    ref = report["reference_size"] if report["axis"] == "depth" else proxy.model.n_layers
+    depth, recipe = target.model.n_layers, target.scaling.recipe
+    if depth == ref or recipe == "none":  # SP has its own caveat
+        return []
+    if recipe == "mup":
+        return [f"the target has {depth} layers and the reference {ref}: scaling.recipe mup has no depth rule, so "
+                "the LR is not expected to transfer over depth (use depth_mup, or sweep at the target depth)"]
+    if depth > 2 * ref and target.optimizer.name in ("adamw", "adam") and target.schedule.name != "constant":
+        return [f"the target is {depth / ref:g}x deeper than the reference ({ref} layers) and the schedule anneals "
+                f"({target.schedule.name}): under depth_mup + {target.optimizer.name} the best peak LR rose 0.3-0.45 "
+                "octave per depth doubling in our annealed sweeps (docs/scaling.md); try the grid LRs just above "
+                "this one at the target depth"]
+    return []
+
+
 def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = False, field: str = "--out") -> dict:
     """Write the target recipe (module docstring) to out_path after checking that it loads and plans;
     never overwrite an existing file unless `force`. Returns {"path", "lr_key", "lr", "reference_size",
@@ -124,7 +143,7 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
     overrides = base_overrides(report["base"]) + \
         [f"{report['lr_key']}={opt['lr']!r}"] + target_model_overrides(proxy, target_overrides) + list(target_overrides)
     recipe = load_recipe(raw=report["proxy_recipe"], overrides=overrides)
-    warnings = caveats(report, opt)
+    warnings = caveats(report, opt) + depth_caveats(report, proxy, recipe)
     shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
     header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
               f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
