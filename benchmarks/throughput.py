@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --shapes 12x768 --recipes none --optimizers adamw --telemetry
     python benchmarks/throughput.py --precisions bf16,fp8 --shapes 24x2048 --recipes mup --loss-curve 200
     python benchmarks/throughput.py --micro attention --micro-only   # SDPA backends, the model's layout
+    python benchmarks/throughput.py --shapes 24x2048 --recipes none --optimizers adamw --precisions bf16,fp8 --kernels 3
+                                                                 # + GPU time per kernel group (GEMM, FP8 GEMM, ...)
     python benchmarks/throughput.py --anchor-file nanoGPT-mup/model.py   # + the anchor measured in this run
     python benchmarks/throughput.py --merge a.json b.json --markdown all.md   # one table from several runs
     python benchmarks/throughput.py --device cpu --tiny          # CPU smoke test of the harness
@@ -50,6 +52,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -323,7 +326,7 @@ def timed_row(stepper, batches, base: dict, plan, device, a, rows, with_ops: boo
     r = timed_loop(stepper, batches, a.warmup, a.steps, device)
     rows.append(base | measured(r, plan, device, a))
     if with_ops:
-        rows[-1]["attention_ops"] = attention_ops(stepper, batches[0], device)
+        rows[-1] |= profile_steps(stepper, batches, device, a.kernels)
     report(rows[-1])
     return r
 
@@ -341,13 +344,53 @@ def release(device, a) -> None:
     free_memory(device)
 
 
-def attention_ops(step_fn, batch, device) -> list[str]:
-    """The aten attention ops one (compiled) step calls: which SDPA backend the model really uses."""
+# Kernel groups of --kernels: a regex searched in the lower-cased CUDA kernel name, in this order (first
+# hit wins). cuBLAS's nvjet kernels name their operand types after the arch: "nvjet_sm90_tst_…_h_…" is
+# bf16/fp16, "nvjet_sm90_qqtst…"/"…_qrtst…" has FP8 operands. triton: Inductor's fused kernels (norms,
+# GELU, residual adds, the loss, and under fp8 torchao's amax/scale/cast, fused into them).
+KERNEL_GROUPS = (
+    ("attention", r"sdpa|fmha|flash|attention|attn"),
+    ("gemm_fp8", r"nvjet_sm\d+_q|e4m3|e5m2|f8f8"),
+    ("gemm", r"gemm|nvjet|cutlass|xmma|cublas"),
+    ("optimizer_clip", r"adam|multi_tensor|foreach"),
+    ("comm_copy", r"nccl|memcpy|memset"),
+    ("triton", r"triton"),
+)
+
+
+def kernel_group(name: str) -> str:
+    low = name.lower()
+    return next((group for group, pattern in KERNEL_GROUPS if re.search(pattern, low)), "other")
+
+
+def profile_steps(step_fn, batches, device, kernel_steps: int) -> dict:
+    """Profile warm steps. Always: the aten attention ops a (compiled) step calls, i.e. the SDPA backend
+    really used. With kernel_steps > 0 and CUDA: GPU kernel time per step by KERNEL_GROUPS
+    (kernel_ms, summed kernel durations, so overlap would count twice; one stream here) and the 12
+    costliest kernels (top_kernels: name, ms per step, launches per step) over kernel_steps steps."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step_fn(*batch)
+    cuda = device.type == "cuda" and kernel_steps > 0
+    n = kernel_steps if cuda else 1
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
+        for i in range(n):
+            step_fn(*batches[i % len(batches)])
         sync(device)
-    return sorted({e.name for e in prof.events() if e.name.startswith("aten::_") and "attention" in e.name})
+    events = prof.events()
+    out = {"attention_ops": sorted({e.name for e in events if e.name.startswith("aten::_") and "attention" in e.name})}
+    if cuda:
+        per_name: dict[str, list[float]] = {}
+        for e in events:
+            if e.device_type == DeviceType.CUDA and not e.is_user_annotation:  # annotations span kernels
+                per_name.setdefault(e.name, []).append((e.time_range.end - e.time_range.start) / 1e3)
+        groups: dict[str, float] = {}
+        for name, ms in per_name.items():
+            groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + sum(ms) / n
+        top = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:12]
+        out |= {"kernel_ms": {g: round(v, 3) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+                "kernel_total_ms": round(sum(groups.values()), 3),
+                "top_kernels": [[name[:120], round(sum(ms) / n, 3), len(ms) / n] for name, ms in top]}
+    return out
 
 
 def curve_loop(stepper, data, device):
@@ -631,6 +674,19 @@ def markdown(rows, curves, micro_rows, env, argv) -> str:
             lines.append(f"| {c['shape']} {c['recipe']} {c['precision']} | {len(c['losses'])} | "
                          f"{c['losses'][0]:.3f} | {statistics.mean(c['losses'][-10:]):.4f} | "
                          f"{fmt(c.get('max_window_diff'), '.4f')} | {1e3 * c['step_s']:.1f} |")
+    prof = [r for r in rows if r.get("kernel_ms")]
+    if prof:
+        names = [g for g, _ in KERNEL_GROUPS] + ["other"]
+        lines += ["", "GPU kernel time per step by group (ms; --kernels):", "",
+                  "| shape | recipe | optimizer | precision | step ms | kernels ms | " + " | ".join(names) + " |",
+                  "|" + " --- |" * (6 + len(names))]
+        for r in prof:
+            lines.append(f"| {r['shape']} | {r['recipe']} | {r['optimizer']} | {r['precision']} | {r['step_ms']:.2f} | "
+                         f"{r['kernel_total_ms']:.2f} | " + " | ".join(fmt(r['kernel_ms'].get(g), '.2f') for g in names)
+                         + " |")
+        for r in prof:
+            lines += ["", f"Costliest kernels, {r['shape']} {r['recipe']} {r['precision']} (ms/step, launches/step): "
+                      + "; ".join(f"`{k[:60]}` {ms:.2f} ({calls:g})" for k, ms, calls in r["top_kernels"])]
     if micro_rows:
         lines += ["", "| component | shape | variant | ms | TFLOP/s | rel. err (out / grad) | peak GiB |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -736,6 +792,8 @@ def main(argv=None) -> None:
                    help="also time the peer model (nanoGPT-mup model.py: GPT, GPTConfig) per shape, in this run")
     p.add_argument("--anchor-bias", type=int, default=0, choices=[0, 1],
                    help="the anchor's GPTConfig.bias (0: bias-free, as our rows)")
+    p.add_argument("--kernels", type=int, default=0, metavar="STEPS",
+                   help="CUDA: profile STEPS warm steps of each group's first row; GPU time per kernel group")
     p.add_argument("--label", default="", help="free text stored in every row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=0, help="seconds; skip groups that start after it")
