@@ -155,15 +155,32 @@ def step_dirs(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name)))
 
 
+def meta_problem(meta, path: Path) -> str | None:
+    """What is wrong with a checkpoint's parsed ``meta.json``, or None: it must be an object whose
+    "step" (an int, the one in the dir name ``step_NNNNNNNN``) and "world_size" (an int ≥ 1) are
+    there, and every rank's ``rng/rank{R}.pt`` must exist."""
+    step, world = (meta.get("step"), meta.get("world_size")) if isinstance(meta, dict) else (None, None)
+    named = _STEP_RE.match(path.name)
+    if type(step) is not int or step < 0 or (named and step != int(named.group(1))):
+        return f"meta.json: step is {step!r}, not this checkpoint's step"
+    if type(world) is not int or world < 1:
+        return f"meta.json: world_size is {world!r}"
+    missing = next((r for r in range(world) if not (path / "rng" / f"rank{r}.pt").is_file()), None)
+    return None if missing is None else f"missing rng/rank{missing}.pt"
+
+
 def file_problem(path: Path) -> str | None:
     """What makes checkpoint dir ``path`` unreadable without loading any tensor, or None: a missing
-    file, an unreadable ``meta.json`` or ``.metadata``, or a shard shorter than ``.metadata`` says
-    (a torn or truncated write). Bit flips inside a shard are not detected (DCP stores no checksums)."""
+    file, an unreadable or incomplete ``meta.json`` (`meta_problem`) or ``.metadata``, or a shard
+    shorter than ``.metadata`` says (a torn or truncated write). Bit flips inside a shard are not
+    detected (DCP stores no checksums)."""
     missing = [f for f in ("COMMITTED", ".metadata", "meta.json") if not (path / f).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
     try:
-        json.loads((path / "meta.json").read_text())
+        problem = meta_problem(json.loads((path / "meta.json").read_text()), path)
+        if problem:
+            return problem
         storage = dcp.FileSystemReader(str(path)).read_metadata().storage_data or {}
     except Exception as e:  # noqa: BLE001 - any failure makes this checkpoint unusable
         return _reason(e)
@@ -283,15 +300,18 @@ class Checkpointer:
 
     # ---- load ----------------------------------------------------------------------------------
     def newest_meta(self) -> dict | None:
-        """Collective. meta.json of the newest committed checkpoint (rank 0's view), or None."""
+        """Collective. meta.json of the newest committed checkpoint whose meta passes `meta_problem`
+        (rank 0's view), or None."""
         meta = None
         if _rank() == 0:
             for _, p in reversed(self.checkpoints()):
                 try:
                     meta = json.loads((p / "meta.json").read_text())
-                    break
                 except (OSError, ValueError):
                     continue
+                if meta_problem(meta, p) is None:
+                    break
+                meta = None
         return _bcast(meta)
 
     def load_latest(self, model, optimizers: list, weights: bool = True) -> dict | None:

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, warn
+from mupctl.paths import given_file, given_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
@@ -92,11 +93,11 @@ def schema():
 @app.command()
 def init(name: str = typer.Argument(..., help="recipe name; writes NAME.yaml"),
          template: str = typer.Option("mup", "--template", "-t", help="tiny | none | mup | depth_mup | muon"),
-         out: Optional[Path] = typer.Option(None, "--out", help="output path (default NAME.yaml)"),
+         out: Optional[str] = typer.Option(None, "--out", help="output path (default NAME.yaml)"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a starter recipe from templates/."""
     from mupctl.templates import write_template
-    path = write_template(name, template, out, force)
+    path = write_template(name, template, given_file(out, "--out"), force)
     print(f"wrote {path}")
 
 
@@ -109,31 +110,31 @@ def train(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup:
           run_dir: Optional[str] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>")):
     """Compile the plan, create the run directory and train with torchrun."""
     from mupctl.launch.launcher import train as launch_train
-    if run_dir is not None and not run_dir.strip():
-        raise UserError("is empty; give a directory path or leave the flag out", "--run-dir")
-    launch_train(recipe, set_, use_mup=use_mup, run_dir=None if run_dir is None else Path(run_dir),
+    launch_train(recipe, set_, use_mup=use_mup, run_dir=given_path(run_dir, "--run-dir"),
                  nproc_per_node=nproc_per_node, nnodes=nnodes, max_restarts=max_restarts)
 
 
 @app.command()
-def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `mupctl train`"),
+def resume(run_dir: str = typer.Argument(..., help="a run directory made by `mupctl train`"),
            set_: List[str] = SetOpt,
            force: bool = typer.Option(False, "--force", help="accept changes that break exact resume"),
            max_restarts: Optional[int] = typer.Option(None, "--max-restarts"),
            nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node")):
     """Continue a run from its newest valid checkpoint."""
     from mupctl.launch.launcher import resume as launch_resume
-    launch_resume(run_dir, set_, force=force, max_restarts=max_restarts, nproc_per_node=nproc_per_node)
+    launch_resume(given_path(run_dir, "RUN_DIR"), set_, force=force, max_restarts=max_restarts, nproc_per_node=nproc_per_node)
 
 
 @data_app.command("prepare")
 def data_prepare(inputs: List[Path] = typer.Argument(..., help="text files or directories of .txt files"),
-                 out: Path = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),
-                 tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="a local tokenizer.json "
+                 out: str = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),
+                 tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a local tokenizer.json "
                                                                                     "(default: bytes)"),
                  val_fraction: float = typer.Option(0.05, "--val-fraction"), as_json: bool = JsonOpt):
     """Tokenize text into .bin shards for `data.source: bin`."""
     from mupctl.data import prepare
+    out = given_path(out, "--out")
+    tokenizer = given_path(tokenizer, "--tokenizer")
     meta = prepare([str(p) for p in inputs], out, tokenizer=str(tokenizer) if tokenizer else None,
                    val_fraction=val_fraction)
     if as_json:
@@ -155,12 +156,13 @@ def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: Li
                 steps: int = typer.Option(5, "--steps"), batch: int = typer.Option(8, "--batch"),
                 seq_len: Optional[int] = typer.Option(None, "--seq-len", help="default: model.seq_len"),
                 threshold: float = typer.Option(0.1, "--threshold", help="max |log-log slope| to pass"),
-                seed: int = typer.Option(0, "--seed"), out: Path = typer.Option(..., "--out"),
+                seed: int = typer.Option(0, "--seed"), out: str = typer.Option(..., "--out"),
                 as_json: bool = JsonOpt):
     """Activation RMS per role across widths or depths (PNG + JSON); exit 1 when not flat."""
     from mupctl.diagnostics.coord_cli import format_summary, run_coord_check
     w, d = _sizes(widths, depths)
-    summary = run_coord_check(recipe, set_, w, d, steps, batch, seq_len, out, threshold=threshold, seed=seed)
+    summary = run_coord_check(recipe, set_, w, d, steps, batch, seq_len, given_path(out, "--out"),
+                              threshold=threshold, seed=seed)
     if as_json:
         emit_json(summary)
     else:
@@ -173,12 +175,12 @@ def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: Li
 def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str] = SetOpt,
           widths: Optional[str] = typer.Option(None, "--widths"), depths: Optional[str] = typer.Option(None, "--depths"),
           lrs: str = typer.Option(..., "--lrs", help="e.g. 1e-3,3e-3,1e-2"), steps: int = typer.Option(..., "--steps"),
-          seeds: int = typer.Option(1, "--seeds"), out: Path = typer.Option(..., "--out"),
+          seeds: int = typer.Option(1, "--seeds"), out: str = typer.Option(..., "--out"),
           parallel: Optional[int] = typer.Option(None, "--parallel", help="cells at a time (default: one per GPU)"),
           gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1"),
           lr_key: Optional[str] = typer.Option(None, "--lr-key", help="default optimizer.lr (muon: "
                                                                       "optimizer.muon.lr)"),
-          emit_recipe: Optional[Path] = typer.Option(None, "--emit-recipe", help="write the tuned target recipe"),
+          emit_recipe: Optional[str] = typer.Option(None, "--emit-recipe", help="write the tuned target recipe"),
           target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
           force: bool = typer.Option(False, "--force", help="overwrite --emit-recipe"), as_json: bool = JsonOpt):
     """LR sweep across widths or depths: optimum per size, its shift in octaves, plot and report."""
@@ -186,8 +188,10 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
     from mupctl.diagnostics.sweep import run_sweep, shift_interval_text
     from mupctl.diagnostics.tune import check_target
     w, d = _sizes(widths, depths)
+    out, emit_recipe = given_path(out, "--out"), given_file(emit_recipe, "--emit-recipe")
     if emit_recipe:
-        check_target(emit_recipe, force, target, "--emit-recipe")
+        from mupctl.recipe import load_recipe
+        check_target(emit_recipe, force, target, "--emit-recipe", proxy=load_recipe(recipe, set_))
     elif target:
         raise UserError("applies to the emitted recipe; add --emit-recipe PATH", "--target")
     report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,
@@ -205,12 +209,12 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
 
 
 @app.command()
-def tune(sweep_dir: Path = typer.Argument(..., help="a sweep --out directory"),
+def tune(sweep_dir: str = typer.Argument(..., help="a sweep --out directory"),
          target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
-         out: Path = typer.Option(..., "--out", help="target recipe path"),
+         out: str = typer.Option(..., "--out", help="target recipe path"),
          force: bool = typer.Option(False, "--force"), as_json: bool = JsonOpt):
     """Tune small, launch big: write the target recipe with the sweep's measured optimum LR."""
-    tuned = _emit(sweep_dir, target, out, force)
+    tuned = _emit(given_path(sweep_dir, "SWEEP_DIR"), target, given_file(out, "--out"), force)
     if as_json:
         emit_json(tuned)
 
@@ -225,7 +229,8 @@ def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool, field: str
 
 
 def main() -> None:
-    """Entry point: usage errors (click's) and invalid input (ours) become one line on stderr, exit 2."""
+    """Entry point: usage errors (click's) and invalid input (ours) become one line on stderr, exit 2;
+    runtime failures (ours, and the OS refusing a file operation) one line, exit 1."""
     # click's UsageError, whichever click typer runs on (typer ≥ 0.2x ships its own copy)
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
@@ -245,4 +250,7 @@ def main() -> None:
     except RunFailure as err:
         print(f"failed: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except OSError as err:  # the file system refused a read or write that the input checks let through
+        print(f"failed: {err}", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)

@@ -17,9 +17,14 @@ class UserError(Exception):
 
     exit_code = EXIT_INVALID
 
+    MAX_CHARS = 800  # a bad value is echoed ("got …"); a huge one is cut in the middle
+
     def __init__(self, message: str, field: str | None = None):
         self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
+        text = " ".join((f"{field}: {message}" if field else message).split())  # one line, always
+        if len(text) > self.MAX_CHARS:
+            text = f"{text[:self.MAX_CHARS - 200]} … {text[-190:]}"
+        super().__init__(text)
 
 
 class RunFailure(Exception):

@@ -39,10 +39,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def truncate_metrics(path: Path, keep_through_step: int) -> list[dict]:
-    """Drop rows with step > keep_through_step, and torn lines (atomic rewrite); the kept rows."""
+    """Drop rows with step > keep_through_step, torn lines and rows without an integer step (atomic
+    rewrite); the kept rows."""
     if not path.exists():
         return []
-    kept = [(line, row) for line, row in _rows(path) if row.get("step", 0) <= keep_through_step]
+    kept = [(line, row) for line, row in _rows(path)
+            if type(row.get("step")) is int and row["step"] <= keep_through_step]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line, _ in kept))
     os.replace(tmp, path)

@@ -20,6 +20,10 @@ PLAN_VERSION = 1
 HASHED = ("version", "model", "recipe", "optimizer", "optimizer_settings", "width_mult", "depth_mult",
           "head_dim_mult", "base", "multipliers", "tensors")
 
+# Recipe sections whose change would make a resumed run differ from an uninterrupted one.
+EXACTNESS_FIELDS = ("model.", "scaling.", "optimizer.", "data.", "schedule.", "train.seed",
+                    "train.global_batch", "train.precision")
+
 # Bytes of optimizer state per parameter element (fp32 state).
 STATE_BYTES = {"adamw": 8, "adam": 8, "muon": 4}
 
@@ -53,6 +57,15 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def resume_fields(recipe) -> dict:
+    """The recipe's EXACTNESS_FIELDS as {dotted key: value}: what `mupctl resume` compares with the
+    run's `plan.json` to catch a `recipe.yaml` edited by hand after the run started."""
+    def flat(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return {k: v for k, v in flat(recipe.model_dump(mode="json")) if k.startswith(EXACTNESS_FIELDS)}
+
+
 def build_plan(recipe, run_dir: str = RUN_DIR_PLACEHOLDER) -> dict:
     """Compile a validated `Recipe` into the plan dict documented in docs/plan-json.md."""
     policy = compile_policy(recipe)
@@ -77,6 +90,7 @@ def build_plan(recipe, run_dir: str = RUN_DIR_PLACEHOLDER) -> dict:
             "strategy": recipe.launch.strategy,
             "device": recipe.launch.device,
         },
+        "resume_fields": resume_fields(recipe),
     }
     plan["hash"] = plan_hash(plan)
     return plan

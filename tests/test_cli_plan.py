@@ -78,6 +78,14 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
         "use_mup: true\nscaling: 7\n": ["scaling", "mapping"],
         "use_mup: true\nmup_base_hidden_size: 64\nscaling: {base: {d_model: 32}}\n":
             ["mup_base_hidden_size", "conflicts", "scaling.base.d_model"],
+        "? [1, 2]\n: x\n": ["invalid YAML", "a key must be a name"],
+        "model: {d_model: " + "[" * 3000 + "]" * 3000 + "}\n": ["nested too deeply"],
+        "scaling: {recipe: mup, width_mult: 1.0e+12}\n": ["scaling.width_mult", "<="],
+        f"scaling: {{recipe: depth_mup, base: {{n_layers: {10**40}}}}}\n": ["scaling.base.n_layers", "<="],
+        "train: {steps: 100000000}\n": ["train.steps", "<= 99999999"],
+        "launch: {rdzv_endpoint: 'localhost:notaport'}\n": ["launch.rdzv_endpoint", "host:port"],
+        "launch: {rdzv_backend: bogus}\n": ["launch.rdzv_backend", "'c10d'"],
+        "name: " + "x" * 5000 + "\n": ["name", " … "],  # a huge bad value is cut, the line stays short
     }
     for text, needles in cases.items():
         before = sorted(p.name for p in tmp_path.iterdir())
@@ -86,6 +94,37 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
             res = cli(cmd, r, cwd=tmp_path)
             assert_one_line_error(res, *needles)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(before) | {"r.yaml"})
+
+
+def test_yaml_merge_keys_are_recipe_yaml(cli, tmp_path):
+    r = write(tmp_path, "model:\n  <<: {d_model: 64, n_heads: 2}\n  n_heads: 4\n")
+    res = cli("plan", r, "--json")
+    assert res.returncode == 0, res.stderr
+    model = json.loads(res.stdout)["model"]
+    assert (model["d_model"], model["n_heads"]) == (64, 4)  # the mapping's own key wins over the merged one
+
+
+def test_bad_output_paths_exit_2_and_write_nothing(cli, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "target")
+    long = tmp_path / ("n" * 300)
+    before = sorted(tmp_path.rglob("*"))
+    text = tmp_path / "afile"
+    for args, needles in (
+            (("init", "x", "-t", "tiny", "--out", ""), ["--out", "is empty"]),
+            (("init", "x", "-t", "tiny", "--out", tmp_path / "dangling"), ["--out", "symbolic link"]),
+            (("train", "--run-dir", long), ["--run-dir", "too long"]),
+            (("resume", ""), ["RUN_DIR", "is empty"]),
+            (("data", "prepare", text, "--out", ""), ["--out", "is empty"]),
+            (("data", "prepare", text, "--out", tmp_path / "afile" / "x"), ["--out", "is a file"]),
+            (("coord-check", "recipes/tiny.yaml", "--widths", "32,64", "--out", ""), ["--out", "is empty"]),
+            (("coord-check", "recipes/tiny.yaml", "--widths", "32,64", "--steps", "9" * 30, "--out", tmp_path / "c"),
+             ["--steps", "2..100000"]),
+            (("sweep", "recipes/tiny.yaml", "--widths", "32", "--lrs", "1e-3,2e-3", "--steps", "2", "--out", ""),
+             ["--out", "is empty"]),
+            (("tune", tmp_path, "--out", ""), ["--out", "is empty"])):
+        assert_one_line_error(cli(*args, cwd=ROOT), *needles)
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_unreadable_recipe_files_exit_2(cli, tmp_path):

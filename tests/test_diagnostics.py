@@ -57,7 +57,7 @@ def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
     assert parse_list("128, 256,512", int, "--widths") == [128, 256, 512]
     assert parse_list("1e-3,3e-3", float, "--lrs") == [1e-3, 3e-3]
     for text, kind, field in (("128,x", int, "--widths"), ("", float, "--lrs"), ("1e-3,nan", float, "--lrs"),
-                              ("3_2,64", int, "--widths"), ("1_0e-3", float, "--lrs")):
+                              ("3_2,64", int, "--widths"), ("1_0e-3", float, "--lrs"), ("３２,64", int, "--widths")):
         with pytest.raises(UserError, match=f"^{field}: expected a comma-separated list"):
             parse_list(text, kind, field)
     bad = [(dict(widths=[32, 64], depths=[2, 4]), "--widths: give exactly one"),
@@ -76,7 +76,7 @@ def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
                             **{"out_dir": tmp_path / "cc"} | kw)
     with pytest.raises(UserError, match="--lr-key: is empty"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, 2e-3], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key=" ")
-    with pytest.raises(UserError, match="--lrs: needs at least two distinct LRs > 0"):
+    with pytest.raises(UserError, match=r"--lrs: needs at least two distinct LRs in \(0, 1e6\]"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, -1.0], steps=2, seeds=1, out_dir=tmp_path / "sw")
     assert not (tmp_path / "cc").exists() and not (tmp_path / "sw").exists()
 
@@ -230,6 +230,15 @@ def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, swee
     assert "0 to run, 6 finished or diverged before" in res.stderr
     assert res.stdout.startswith(f"sweep: optimum shift {report['shift_octaves']:.2f} octaves; "
                                  f"transfer cost at width 64: {cost:.4f} nats; ")
+
+
+def test_sweep_checks_the_target_values_before_any_cell_runs(recipe, tmp_path):
+    for bad, needle in (("model.d_model=-5", "model.d_model: must be > 0"), ("optimzer.lr=1", "optimzer"),
+                        ("model.d_model=40", "--target: width 40 must be a multiple")):
+        res = run_cli("sweep", recipe, "--widths", "32,64", "--lrs", "1e-3,3e-3", "--steps", "2", "--out",
+                      tmp_path / "sw", "--emit-recipe", tmp_path / "big.yaml", "--target", bad)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not (tmp_path / "sw").exists() and not (tmp_path / "big.yaml").exists()
 
 
 def test_sweep_warns_before_launch_when_cells_repeat_their_data(recipe, tmp_path):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, run_cli
 
@@ -240,25 +241,51 @@ def snapshot(run_dir):
 def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
     run = tmp_path / "run"
     kill_at_step(run, BASE, 2 * INTERVAL + 1)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    def edited(section, key, value):  # recipe.yaml edited by hand in a field that breaks exactness
+        return yaml.safe_dump(recipe | {section: recipe[section] | {key: value}}).encode()
     cases = [  # file, damage, expected words in the one-line error
         ("plan.json", b"x{", "plan.json is damaged"),
         ("recipe.yaml", b"name: other\n", "does not match"),
         ("recipe.yaml", b"", "the recipe is empty"),
+        ("recipe.yaml", edited("train", "seed", 7), "train.seed: recipe.yaml was edited after the run started (0 -> 7)"),
+        ("recipe.yaml", edited("data", "source", "synthetic"), "data.source: recipe.yaml was edited"),
+        ("recipe.yaml", edited("schedule", "name", "constant"), "schedule.name: recipe.yaml was edited"),
     ]
-    for name, damage, needle in cases:
-        good = (run / name).read_bytes()
-        (run / name).write_bytes(damage)
+    ckpts = sorted((run / "checkpoints").glob("step_*"))
+    cases += [(c.relative_to(run) / "meta.json", b"{}", "step is None, not this checkpoint's step") for c in ckpts]
+    cases += [(c.relative_to(run) / "rng" / "rank0.pt", None, "missing rng/rank0.pt") for c in ckpts]
+    for name, damage, needle in cases:  # every checkpoint's file damaged at once, the others one at a time
+        group = [n for n, _, w in cases if w == needle]
+        goods = {n: (run / n).read_bytes() for n in group}
+        for n in group:
+            (run / n).unlink() if damage is None else (run / n).write_bytes(damage)
         before = snapshot(run)
         res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert snapshot(run) == before
-        (run / name).write_bytes(good)
+        for n, good in goods.items():
+            (run / n).write_bytes(good)
     for shard in (run / "checkpoints").glob("step_*/*.distcp"):  # every checkpoint torn
         shard.write_bytes(shard.read_bytes()[:100])
     before = snapshot(run)
     res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
     assert res.returncode == 2 and "no readable checkpoint" in res.stderr and "bytes" in res.stderr, res.stderr
     assert snapshot(run) == before
+
+
+def test_a_hand_edit_of_an_allowed_field_resumes_and_rewrites_the_plan(tmp_path):
+    """recipe.yaml edited by hand in a field that keeps exactness (train.steps) counts as --set:
+    the resume runs to the new step count and plan.json follows."""
+    run = tmp_path / "run"
+    kill_at_step(run, BASE, INTERVAL + 1)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"steps": STEPS + 2}}))
+    res = run_cli("resume", run)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((run / "plan.json").read_text())["schedule"]["steps"] == STEPS + 2
+    assert sorted(losses(run)) == list(range(1, STEPS + 3))
 
 
 def test_resume_refuses_a_run_dir_in_use(tmp_path):

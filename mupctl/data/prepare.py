@@ -12,6 +12,7 @@ import numpy as np
 
 from mupctl.data.tokenizer import load_tokenizer
 from mupctl.errors import UserError
+from mupctl.paths import check_dir
 
 
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}  # meta.json "dtype" -> on-disk dtype
@@ -35,9 +36,7 @@ def prepare(inputs: list[str | Path], out_dir: str | Path, tokenizer: str | None
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"must be between 0 and 1 (exclusive), got {val_fraction}", "--val-fraction")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; expected a directory for train.bin, val.bin, meta.json", "--out")
+    out = check_dir(Path(out_dir), "--out")
     files = _text_files(inputs)
     tok = load_tokenizer(tokenizer)
     dtype = token_dtype(tok.vocab_size)

@@ -56,6 +56,7 @@ THEORY_NOTE = {  # (axis, whether the recipe scales that axis) → what the theo
                        "verdicts should fail after a few steps at a tuned LR"),
 }
 FROM_STEP = 2
+MAX_CHECK_STEPS, MAX_CHECK_BATCH = 100_000, 2**16  # far past any useful check; bounds memory and time
 
 
 # -- shared by the diagnostics commands -----------------------------------------------------------
@@ -68,8 +69,8 @@ def recipe_label(report: dict) -> str:
 
 def parse_list(text: str, kind: type, field: str) -> list:
     """"128,256,512" → [128, 256, 512] (kind=int); "1e-3,3e-3" → [0.001, 0.003] (kind=float)."""
-    try:  # int()/float() would read "3_2" as 32: digit separators are refused, not guessed at
-        values = None if "_" in text else [kind(item.strip()) for item in text.split(",")]
+    try:  # int()/float() would read "3_2" as 32 and "３２" as 32: both are refused, not guessed at
+        values = None if "_" in text or not text.isascii() else [kind(item.strip()) for item in text.split(",")]
     except ValueError:
         values = None
     if not values or any(not math.isfinite(v) for v in values):
@@ -172,11 +173,11 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     from mupctl.diagnostics.plots import plot_coord_check, require_matplotlib
 
     axis, sizes = choose_axis(widths, depths)
-    if steps < FROM_STEP:
-        raise UserError(f"must be >= {FROM_STEP} (slopes are judged from step {FROM_STEP} on), got {steps}",
-                        "--steps")
-    if batch <= 0:
-        raise UserError(f"must be > 0, got {batch}", "--batch")
+    if not FROM_STEP <= steps <= MAX_CHECK_STEPS:
+        raise UserError(f"must be in {FROM_STEP}..{MAX_CHECK_STEPS} (slopes are judged from step {FROM_STEP} on; "
+                        f"a coordinate check needs a few steps), got {steps}", "--steps")
+    if not 0 < batch <= MAX_CHECK_BATCH:
+        raise UserError(f"must be in 1..{MAX_CHECK_BATCH} (sequences per step), got {batch}", "--batch")
     if not 0 < threshold < math.inf:
         raise UserError(f"must be a finite number > 0, got {threshold}", "--threshold")
     if not 0 <= seed <= MAX_SEED:

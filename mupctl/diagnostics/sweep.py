@@ -404,8 +404,8 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     from mupctl.diagnostics.plots import plot_sweep, require_matplotlib
 
     axis, sizes = choose_axis(widths, depths, min_sizes=1)  # one size: a plain LR sweep (tune small)
-    if len(lrs) < 2 or any(not lr > 0 for lr in lrs) or len(set(lrs)) < len(lrs):
-        raise UserError(f"needs at least two distinct LRs > 0, got {lrs}", "--lrs")
+    if len(lrs) < 2 or any(not 0 < lr <= 1e6 for lr in lrs) or len(set(lrs)) < len(lrs):
+        raise UserError(f"needs at least two distinct LRs in (0, 1e6], got {lrs}", "--lrs")
     for value, flag in ((steps, "--steps"), (seeds, "--seeds")):
         if value <= 0:
             raise UserError(f"must be > 0, got {value}", flag)

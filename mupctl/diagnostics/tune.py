@@ -27,6 +27,7 @@ from mupctl.paths import check_file
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 from mupctl.recipe.load import apply_overrides
+from mupctl.scaling.compiler import resolved_base
 
 # Tensor Programs V: below these, optima are loose and transfer is not established (DESIGN.md).
 SIGNAL = {"width": 256, "depth": 4, "global_batch": 32, "seq_len": 128, "steps": 1000}
@@ -48,19 +49,38 @@ def read_sweep(sweep) -> dict:
         raise UserError(f"{path} is not a sweep report ({type(exc).__name__}); rerun `mupctl sweep` with the same "
                         "--out to rewrite it (finished cells are kept)", "SWEEP_DIR") from None
     missing = [k for k in REPORT_KEYS if k not in report] if isinstance(report, dict) else list(REPORT_KEYS)
+    if not missing:  # the fields whose wrong type would not fail on their own
+        missing = [k for k, ok in (("axis", report["axis"] in ("width", "depth")),
+                                   ("sizes", isinstance(report["sizes"], list)
+                                    and all(type(s) is int for s in report["sizes"])),
+                                   ("scaling_recipe", report["scaling_recipe"] in ("none", "mup", "depth_mup")),
+                                   ("base", isinstance(report["base"], dict)
+                                    and set(report["base"]) == {"d_model", "n_layers", "d_head"})) if not ok]
     if missing:
-        raise UserError(f"{path} is not a sweep report (missing {', '.join(missing)}); rerun `mupctl sweep` with "
-                        "the same --out to rewrite it", "SWEEP_DIR")
+        raise UserError(f"{path} is not a sweep report (missing or malformed: {', '.join(missing)}); rerun "
+                        "`mupctl sweep` with the same --out to rewrite it", "SWEEP_DIR")
     return report
 
 
-def check_target(out_path, force: bool, targets: list[str], field: str) -> Path:
-    """Before any work: the target recipe can be written at out_path and the --target overrides parse."""
+def check_target(out_path, force: bool, targets: list[str], field: str, proxy=None) -> Path:
+    """Before any work: the target recipe can be written at out_path and the --target overrides parse;
+    with the sweep's `proxy` recipe (a sweep about to run), the target it would emit also validates
+    and plans (with the proxy's own LR standing in for the measured one)."""
     out = check_file(Path(out_path), field)
     if out.exists() and not force:
         raise UserError(f"{out} exists; pick another path or pass --force to overwrite it", field)
     parse_targets(targets)
+    if proxy is not None:
+        build_plan(target_recipe(proxy.model_dump(mode="json"), resolved_base(proxy), targets))
     return out
+
+
+def target_recipe(proxy_raw: dict, base: dict, targets: list[str], lr: list[str] = ()):
+    """The target `Recipe` (module docstring): the proxy with its base written out, then the `lr`
+    override ("key=value", or none), then the targets."""
+    proxy = load_recipe(raw=proxy_raw)
+    return load_recipe(raw=proxy_raw, overrides=base_overrides(base) + list(lr)
+                       + target_model_overrides(proxy, targets) + list(targets))
 
 
 def parse_targets(targets: list[str]) -> dict:
@@ -134,21 +154,24 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
     "axis", "base", "shift_octaves", "at_edge", "warnings"}."""
     out = check_target(out_path, force, target_overrides, field)
     report = read_sweep(sweep)
-    ref = next(c for c in report["curves"] if c["size"] == report["reference_size"])
-    opt = ref["optimum"]
-    if opt["lr"] is None:
-        raise UserError(f"every cell at the reference size {report['reference_size']} diverged or failed; "
-                        "nothing to transfer (lower --lrs and rerun the sweep)", "SWEEP_DIR")
-    proxy = load_recipe(raw=report["proxy_recipe"])
-    overrides = base_overrides(report["base"]) + \
-        [f"{report['lr_key']}={opt['lr']!r}"] + target_model_overrides(proxy, target_overrides) + list(target_overrides)
-    recipe = load_recipe(raw=report["proxy_recipe"], overrides=overrides)
-    warnings = caveats(report, opt) + depth_caveats(report, proxy, recipe)
-    shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
-    header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
-              f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
-              f"{report['reference_size']} ({opt['fit']} fit); optimum shift across sizes: {shift}.",
-              *(f"# warning: {w}" for w in warnings)]
+    try:  # a sweep.json edited by hand or written by something else fails here, as bad input
+        ref = next(c for c in report["curves"] if c["size"] == report["reference_size"])
+        opt = ref["optimum"]
+        if opt["lr"] is None:
+            raise UserError(f"every cell at the reference size {report['reference_size']} diverged or failed; "
+                            "nothing to transfer (lower --lrs and rerun the sweep)", "SWEEP_DIR")
+        recipe = target_recipe(report["proxy_recipe"], report["base"], target_overrides,
+                               [f"{report['lr_key']}={opt['lr']!r}"])
+        build_plan(recipe)
+        warnings = caveats(report, opt) + depth_caveats(report, load_recipe(raw=report["proxy_recipe"]), recipe)
+        shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
+        header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
+                  f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
+                  f"{report['reference_size']} ({opt['fit']} fit); optimum shift across sizes: {shift}.",
+                  *(f"# warning: {w}" for w in warnings)]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+        raise UserError(f"{sweep} holds a sweep report this mupctl cannot read ({type(exc).__name__}: {exc}); "
+                        "rerun `mupctl sweep` with the same --out to rewrite it", "SWEEP_DIR") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("\n".join(header) + "\n" + recipe_to_yaml(recipe))

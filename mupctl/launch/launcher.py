@@ -24,15 +24,10 @@ from pathlib import Path
 
 from mupctl.errors import RunFailure, UserError, warn
 from mupctl.launch.child import STOP_SIGNALS, spawn
-from mupctl.launch.command import torchrun_argv
 from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
-from mupctl.plan import build_plan
+from mupctl.plan import EXACTNESS_FIELDS, build_plan, resume_fields
 from mupctl.recipe import load_recipe, recipe_to_yaml
-
-# Recipe sections whose change would make a resumed run differ from an uninterrupted one.
-EXACTNESS_FIELDS = ("model.", "scaling.", "optimizer.", "data.", "schedule.", "train.seed",
-                    "train.global_batch", "train.precision")
 
 
 def new_run_dir(recipe, run_dir: Path | None) -> Path:
@@ -237,6 +232,10 @@ def check_checkpoints(ckpt_dir: Path) -> None:
                         "the step_* directories away to restart the run from step 0", "RUN_DIR")
 
 
+# Files of a run directory that the launcher and the workers write (a directory in their place is damage).
+RUN_FILES = ("metrics.jsonl", "events.jsonl", "wandb_id", ".lock", "DIVERGED.json")
+
+
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -259,6 +258,12 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
         raise UserError(f"{run_dir / 'recipe.yaml'} does not match {run_dir / 'plan.json'} (plan hash "
                         f"{old_hash} vs {saved_hash}): the run directory was edited or damaged; restore both "
                         "files", "RUN_DIR")
+    started = saved.get("resume_fields")  # absent in runs started before it existed
+    edited = changed_fields(started, resume_fields(old)) if isinstance(started, dict) else []
+    if edited and not force:
+        field, a, b = edited[0]
+        raise UserError(f"recipe.yaml was edited after the run started ({a!r} -> {b!r}), which breaks exact "
+                        f"resume; restore it, or pass the change as --set {field}=… --force", field)
     recipe = load_recipe(run_dir / "recipe.yaml", list(overrides) + cli_overrides(**flags))
     changes = changed_fields(old.model_dump(mode="json"), recipe.model_dump(mode="json"))
     breaking = [c for c in changes if c[0].startswith(EXACTNESS_FIELDS)]
@@ -269,18 +274,18 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
     plan = build_plan(recipe, str(run_dir))
     preflight(recipe)
     check_checkpoints(run_dir / "checkpoints")
-    lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
+    for name in RUN_FILES:
+        if (run_dir / name).is_dir():
+            raise UserError(f"{run_dir / name} is a directory, not the run's file; move it away", "RUN_DIR")
     diverged = run_dir / "DIVERGED.json"
-    if diverged.exists():  # an explicit resume is the user's decision to try again
-        print(f"mupctl: note: {read_run_json(diverged, 'message')}; resuming from the newest "
-              "checkpoint anyway", flush=True)
+    why = read_run_json(diverged, "message") if diverged.exists() else None
+    lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
+    if why is not None:  # an explicit resume is the user's decision to try again
+        print(f"mupctl: note: {why}; resuming from the newest checkpoint anyway", flush=True)
         os.replace(diverged, run_dir / "DIVERGED.prev.json")
-    if changes:
-        for field, a, b in changes:
-            print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
+    for field, a, b in edited + changes:
+        print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
+    if changes or json.loads(json.dumps(plan)) != saved:  # else as written (older mupctl, moved, damaged)
         write_run_files(run_dir, recipe, plan)
-    else:
-        plan = saved
-        plan["launch"]["argv"] = torchrun_argv(recipe, str(run_dir))
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir

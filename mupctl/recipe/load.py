@@ -44,13 +44,19 @@ def deprecation(message: str) -> None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that rejects a key given twice in one mapping (PyYAML would keep the last)."""
+    """safe_load that rejects a key given twice in one mapping (PyYAML would keep the last). Keys
+    pulled in by a merge key (`<<: *defaults`) may be overridden, as YAML intends."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got {key!r}",
+                                                        key_node.start_mark)
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -71,6 +77,8 @@ def read_yaml(path: str | Path) -> dict:
         raise UserError(f"invalid YAML{where}: {problem}", str(p)) from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise UserError(f"invalid value: {exc}", str(p)) from None
+    except RecursionError:
+        raise UserError("nested too deeply to be a recipe", str(p)) from None
     if data is None:  # an empty or comment-only file is more likely truncated than meant as "all defaults"
         raise UserError("the recipe is empty; write at least one section (see `mupctl init`), or run "
                         "`mupctl train` without a file for the embedded default", str(p))
@@ -92,6 +100,8 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
             parsed = value
         except ValueError as exc:  # e.g. an integer of more than 4300 digits
             raise UserError(f"invalid value for {key}: {exc}", "--set") from None
+        except RecursionError:
+            raise UserError(f"the value for {key} is nested too deeply", "--set") from None
         node = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):

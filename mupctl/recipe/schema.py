@@ -14,6 +14,7 @@ from typing import Literal, Optional, Tuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+MAX_STEPS = 10**8 - 1  # checkpoint directories are step_NNNNNNNN
 
 
 class Section(BaseModel):
@@ -57,16 +58,16 @@ class ModelConfig(Section):
 class BaseShape(Section):
     """The shape the hyperparameters were tuned at. Unset fields default to the model's own."""
 
-    d_model: Optional[int] = Field(None, gt=0)
-    n_layers: Optional[int] = Field(None, gt=0)
-    d_head: Optional[int] = Field(None, gt=0)
+    d_model: Optional[int] = Field(None, gt=0, le=2**20)
+    n_layers: Optional[int] = Field(None, gt=0, le=2**14)
+    d_head: Optional[int] = Field(None, gt=0, le=2**20)
 
 
 class ScalingConfig(Section):
     recipe: Literal["none", "mup", "depth_mup"] = "none"
     base: BaseShape = BaseShape()
     width_mult: Optional[float] = Field(
-        None, gt=0, description="m = d_model / base width, instead of scaling.base.d_model (legacy mup_width_mult)")
+        None, ge=2**-20, le=2**20, description="m = d_model / base width, instead of scaling.base.d_model (legacy mup_width_mult)")
     depth_alpha: Optional[float] = Field(
         None, ge=0.5, le=1, description="depth_mup only: CompleteP's alpha, branch multiplier lambda^-alpha, "
         "in-branch LR lambda^(alpha-1); default 1")
@@ -84,7 +85,7 @@ class MuonConfig(Section):
     lr: float = Field(0.02, gt=0)
     momentum: float = Field(0.95, ge=0, lt=1)
     nesterov: bool = True
-    ns_steps: int = Field(5, gt=0)
+    ns_steps: int = Field(5, gt=0, le=100)
     weight_decay: float = Field(0.0, ge=0)
     adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
 
@@ -117,7 +118,7 @@ class ScheduleConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(200, gt=0)
+    steps: int = Field(200, gt=0, le=MAX_STEPS, description="optimizer steps (checkpoint dirs have 8 digits)")
     global_batch: int = Field(16, gt=0, description="sequences per optimizer step, all ranks")
     micro_batch: int = Field(16, gt=0, description="sequences per forward pass per rank")
     precision: Literal["auto", "fp32", "bf16", "fp8"] = Field(
@@ -142,19 +143,27 @@ class LaunchConfig(Section):
     nproc_per_node: int = Field(1, gt=0)
     nnodes: int = Field(1, gt=0)
     node_rank: Optional[int] = Field(None, ge=0)
-    rdzv_backend: str = "c10d"
+    rdzv_backend: Literal["c10d", "etcd", "etcd-v2", "static"] = "c10d"
     rdzv_endpoint: Optional[str] = Field(None, description="host:port; required when nnodes > 1")
     rdzv_id: Optional[str] = None
-    max_restarts: int = Field(0, ge=0, description="worker-group restarts from the latest checkpoint")
+    max_restarts: int = Field(0, ge=0, le=10**6, description="worker-group restarts from the latest checkpoint")
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="ddp: weights replicated; fsdp: FSDP2, weights, grads and optimizer state sharded "
                            "over ranks, for models whose state does not fit one GPU")
     device: Literal["auto", "cuda", "cpu"] = "auto"
 
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, v):
+        host, sep, port = (v or "").rpartition(":")
+        if v is not None and not (sep and host.strip() and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("must be host:port with a port in 1..65535, e.g. node0:29500")
+        return v
+
 
 class CheckpointConfig(Section):
     interval: int = Field(100, ge=0, description="steps between checkpoints; 0 disables")
-    keep_last: int = Field(2, gt=0)
+    keep_last: int = Field(2, gt=0, le=10**6)
     async_save: bool = Field(False, description="overlap the write with training (CUDA)")
 
 
