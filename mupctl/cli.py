@@ -122,7 +122,8 @@ def resume(run_dir: str = typer.Argument(..., help="a run directory made by `mup
            nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node")):
     """Continue a run from its newest valid checkpoint."""
     from mupctl.launch.launcher import resume as launch_resume
-    launch_resume(given_path(run_dir, "RUN_DIR"), set_, force=force, max_restarts=max_restarts, nproc_per_node=nproc_per_node)
+    launch_resume(given_path(run_dir, "RUN_DIR"), set_, force=force, max_restarts=max_restarts,
+                  nproc_per_node=nproc_per_node)
 
 
 @data_app.command("prepare")
