@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, warn
+from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, one_line, warn
 from mupctl.paths import given_file, given_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -252,6 +252,6 @@ def main() -> None:
         print(f"failed: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except OSError as err:  # the file system refused a read or write that the input checks let through
-        print(f"failed: {err}", file=sys.stderr)
+        print(f"failed: {one_line(str(err))}", file=sys.stderr)
         sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)

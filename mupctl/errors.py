@@ -12,19 +12,23 @@ EXIT_FAILURE = 1
 EXIT_INVALID = 2
 
 
+MAX_CHARS = 800  # a bad value or path is echoed in the message; a huge one is cut in the middle
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, cut in the middle past MAX_CHARS."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_CHARS else f"{text[:MAX_CHARS - 200]} … {text[-190:]}"
+
+
 class UserError(Exception):
     """Invalid input. `str(err)` is one line: ``field.path: what is wrong, got X (fix)``."""
 
     exit_code = EXIT_INVALID
 
-    MAX_CHARS = 800  # a bad value is echoed ("got …"); a huge one is cut in the middle
-
     def __init__(self, message: str, field: str | None = None):
         self.field = field
-        text = " ".join((f"{field}: {message}" if field else message).split())  # one line, always
-        if len(text) > self.MAX_CHARS:
-            text = f"{text[:self.MAX_CHARS - 200]} … {text[-190:]}"
-        super().__init__(text)
+        super().__init__(one_line(f"{field}: {message}" if field else message))
 
 
 class RunFailure(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from mupctl.errors import UserError
@@ -25,7 +26,7 @@ def given_file(value: str | None, field: str) -> Path | None:
 
 def check_dir(path: Path, field: str) -> Path:
     """`path` is a directory or can be created as one: it is not empty, neither it nor any existing
-    ancestor is a file, the nearest existing one is writable, and the OS accepts the name (length,
+    ancestor is a file, the nearest existing one is `writable`, and the OS accepts the name (length,
     characters). Creates nothing."""
     if not str(path).strip():
         raise UserError("is empty; give a directory path", field)
@@ -35,12 +36,21 @@ def check_dir(path: Path, field: str) -> Path:
             if p.exists():
                 if not p.is_dir():
                     raise UserError(f"{p} is a file, not a directory; choose another path", field)
-                if not os.access(p, os.W_OK | os.X_OK):
-                    raise UserError(f"{p} is not writable; choose another path", field)
+                writable(p, field)
                 break
     except OSError as err:  # e.g. ENAMETOOLONG
         raise UserError(f"{path}: {err.strerror or err}; choose another path", field) from None
     return path
+
+
+def writable(directory: Path, field: str) -> None:
+    """Creating a file in `directory` works (probed with an unnamed temporary file, which leaves
+    nothing behind), else a `UserError`: permissions, a read-only mount, /proc or /sys."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise UserError(f"{directory} is not writable ({err.strerror or err}); choose another path", field) from None
 
 
 def dangling(path: Path, field: str) -> None:

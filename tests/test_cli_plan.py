@@ -86,6 +86,8 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
         "launch: {rdzv_endpoint: 'localhost:notaport'}\n": ["launch.rdzv_endpoint", "host:port"],
         "launch: {rdzv_backend: bogus}\n": ["launch.rdzv_backend", "'c10d'"],
         "name: " + "x" * 5000 + "\n": ["name", " … "],  # a huge bad value is cut, the line stays short
+        "launch: {node_rank: 5}\n": ["launch.node_rank", "< launch.nnodes"],
+        "name: !!binary aGVsbG8=\n": ["invalid YAML", "!!binary"],
     }
     for text, needles in cases.items():
         before = sorted(p.name for p in tmp_path.iterdir())
@@ -122,7 +124,10 @@ def test_bad_output_paths_exit_2_and_write_nothing(cli, tmp_path):
              ["--steps", "2..100000"]),
             (("sweep", "recipes/tiny.yaml", "--widths", "32", "--lrs", "1e-3,2e-3", "--steps", "2", "--out", ""),
              ["--out", "is empty"]),
-            (("tune", tmp_path, "--out", ""), ["--out", "is empty"])):
+            (("tune", tmp_path, "--out", ""), ["--out", "is empty"]),
+            (("init", "x", "-t", "tiny", "--out", f"{tmp_path}/newdir/"), ["--out", "names a directory"]),
+            (("init", "x", "-t", "tiny", "--out", "/proc/x.yaml"), ["--out", "/proc is not writable"]),
+            (("plan", tmp_path / ("r" * 300 + ".yaml")), ["too long"])):
         assert_one_line_error(cli(*args, cwd=ROOT), *needles)
     assert sorted(tmp_path.rglob("*")) == before
 

@@ -74,6 +74,8 @@ def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
         with pytest.raises(UserError, match=message):
             run_coord_check(recipe, [], [32, 64], None, steps=3, batch=4, seq_len=16,
                             **{"out_dir": tmp_path / "cc"} | kw)
+    with pytest.raises(UserError, match="--lr-key: train.seed is not a real-valued recipe field"):
+        run_sweep(recipe, [], [32, 64], None, [1.0, 2.0], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key="train.seed")
     with pytest.raises(UserError, match="--lr-key: is empty"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, 2e-3], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key=" ")
     with pytest.raises(UserError, match=r"--lrs: needs at least two distinct LRs in \(0, 1e6\]"):

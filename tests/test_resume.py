@@ -267,6 +267,14 @@ def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
         assert snapshot(run) == before
         for n, good in goods.items():
             (run / n).write_bytes(good)
+    (run / "checkpoints").rename(run / "ckpts")  # the checkpoint directory replaced by a file
+    (run / "checkpoints").write_text("x")
+    before = snapshot(run)
+    res = run_cli("resume", run)
+    assert res.returncode == 2 and "checkpoints is a file" in res.stderr, res.stderr
+    assert snapshot(run) == before
+    (run / "checkpoints").unlink()
+    (run / "ckpts").rename(run / "checkpoints")
     for shard in (run / "checkpoints").glob("step_*/*.distcp"):  # every checkpoint torn
         shard.write_bytes(shard.read_bytes()[:100])
     before = snapshot(run)
@@ -281,9 +289,11 @@ def test_a_hand_edit_of_an_allowed_field_resumes_and_rewrites_the_plan(tmp_path)
     run = tmp_path / "run"
     kill_at_step(run, BASE, INTERVAL + 1)
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"steps": STEPS + 2}}))
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"steps": STEPS + 2}})
+                                     + "# the user's note\n")
     res = run_cli("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert (run / "recipe.yaml").read_text().endswith("# the user's note\n")  # no --set: left as written
     assert json.loads((run / "plan.json").read_text())["schedule"]["steps"] == STEPS + 2
     assert sorted(losses(run)) == list(range(1, STEPS + 3))
 

@@ -417,6 +417,12 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     lrs, out = sorted(lrs), check_dir(Path(out_dir), "--out").resolve()
     proxy = load_recipe(recipe_path, overrides)
     lr_key = lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
+    swept = proxy.model_dump()
+    for part in lr_key.split("."):
+        swept = swept.get(part) if isinstance(swept, dict) else None
+    if type(swept) is not float:
+        raise UserError(f"{lr_key} is not a real-valued recipe field (got {swept!r}); give optimizer.lr, "
+                        "optimizer.muon.lr or another float such as optimizer.eps", "--lr-key")
     cells, first = plan_cells(recipe_path, overrides, proxy, axis, sizes, lrs, seeds, steps, lr_key, out)
     groups = gpu_groups(first, gpus)
     data = preflight(first)

@@ -248,7 +248,7 @@ def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, ob
 
 
 def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) -> Path:
-    run_dir = Path(run_dir).resolve()
+    run_dir = check_dir(Path(run_dir), "RUN_DIR").resolve()  # also: the run directory is writable
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "plan.json").is_file():
         raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
     old = load_recipe(run_dir / "recipe.yaml")
@@ -273,10 +273,13 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
                         "anyway)", field)
     plan = build_plan(recipe, str(run_dir))
     preflight(recipe)
-    check_checkpoints(run_dir / "checkpoints")
     for name in RUN_FILES:
         if (run_dir / name).is_dir():
             raise UserError(f"{run_dir / name} is a directory, not the run's file; move it away", "RUN_DIR")
+    if (run_dir / "checkpoints").exists() and not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{run_dir / 'checkpoints'} is a file, not the run's checkpoint directory; restore it or "
+                        "move it away", "RUN_DIR")
+    check_checkpoints(run_dir / "checkpoints")
     diverged = run_dir / "DIVERGED.json"
     why = read_run_json(diverged, "message") if diverged.exists() else None
     lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
@@ -285,7 +288,9 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
         os.replace(diverged, run_dir / "DIVERGED.prev.json")
     for field, a, b in edited + changes:
         print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
-    if changes or json.loads(json.dumps(plan)) != saved:  # else as written (older mupctl, moved, damaged)
+    if changes:
         write_run_files(run_dir, recipe, plan)
+    elif json.loads(json.dumps(plan)) != saved:  # an older mupctl's, a moved run's, or damaged: recipe.yaml rules
+        _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir

@@ -26,6 +26,8 @@ def check_recipe(r) -> None:
     if r.data.source == "bin" and not r.data.path:
         raise UserError("required when data.source is bin (a directory with train.bin and val.bin; "
                         "make one with `mupctl data prepare`)", "data.path")
+    if r.launch.node_rank is not None and r.launch.node_rank >= r.launch.nnodes:
+        raise UserError(f"must be < launch.nnodes ({r.launch.nnodes}), got {r.launch.node_rank}", "launch.node_rank")
     if r.launch.nnodes > 1 and not r.launch.rdzv_endpoint:
         raise UserError("required when launch.nnodes > 1 (host:port of the rendezvous node)",
                         "launch.rdzv_endpoint")

@@ -62,9 +62,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _no_binary(loader, node):
+    raise yaml.constructor.ConstructorError(None, None, "binary values (!!binary) have no place in a recipe",
+                                            node.start_mark)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:binary", _no_binary)
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
-    if not p.is_file():
+    try:
+        found = p.is_file()
+    except OSError as exc:  # e.g. a name too long
+        raise UserError(f"{exc.strerror or exc}; give a path to a YAML recipe", str(p)) from None
+    if not found:
         raise UserError(f"no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
     try:
         data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
