@@ -39,6 +39,7 @@ from mupctl.metrics import read_jsonl
 from mupctl.paths import check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
+from mupctl.recipe.load import get_dotted
 from mupctl.scaling.compiler import depth_alpha, resolved_base
 
 POLL_S = 0.2
@@ -417,9 +418,7 @@ def run_sweep(recipe_path, overrides: list[str], widths: list[int] | None, depth
     lrs, out = sorted(lrs), check_dir(Path(out_dir), "--out").resolve()
     proxy = load_recipe(recipe_path, overrides)
     lr_key = lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
-    swept = proxy.model_dump()
-    for part in lr_key.split("."):
-        swept = swept.get(part) if isinstance(swept, dict) else None
+    swept = get_dotted(proxy.model_dump(), lr_key)
     if type(swept) is not float:
         raise UserError(f"{lr_key} is not a real-valued recipe field (got {swept!r}); give optimizer.lr, "
                         "optimizer.muon.lr or another float such as optimizer.eps", "--lr-key")

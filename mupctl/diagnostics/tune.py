@@ -129,11 +129,11 @@ def caveats(report: dict, opt: dict) -> list[str]:
     return out
 
 
-def depth_caveats(report: dict, proxy, target) -> list[str]:
+def depth_caveats(report: dict, target) -> list[str]:
     """What the target's depth does to the emitted LR: depth beyond the swept reference is covered only
     by depth_mup, and under AdamW/Adam with an annealed schedule our depth sweeps saw the best peak LR
     rise 0.3–0.45 octave per depth doubling (docs/results rounds 7 and 13; constant LR: no drift)."""
-    ref = report["reference_size"] if report["axis"] == "depth" else proxy.model.n_layers
+    ref = report["reference_size"] if report["axis"] == "depth" else report["proxy_recipe"]["model"]["n_layers"]
     depth, recipe = target.model.n_layers, target.scaling.recipe
     if depth == ref or recipe == "none":  # SP has its own caveat
         return []
@@ -163,7 +163,7 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
         recipe = target_recipe(report["proxy_recipe"], report["base"], target_overrides,
                                [f"{report['lr_key']}={opt['lr']!r}"])
         build_plan(recipe)
-        warnings = caveats(report, opt) + depth_caveats(report, load_recipe(raw=report["proxy_recipe"]), recipe)
+        warnings = caveats(report, opt) + depth_caveats(report, recipe)
         shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
         header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
                   f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "

@@ -138,10 +138,14 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_plan(run_dir: Path, plan: dict) -> None:
+    _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+
+
 def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     _write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
-    _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+    write_plan(run_dir, plan)
     if not (run_dir / "wandb_id").exists():
         _write(run_dir / "wandb_id", uuid.uuid4().hex[:12] + "\n")
 
@@ -232,8 +236,10 @@ def check_checkpoints(ckpt_dir: Path) -> None:
                         "the step_* directories away to restart the run from step 0", "RUN_DIR")
 
 
-# Files of a run directory that the launcher and the workers write (a directory in their place is damage).
-RUN_FILES = ("metrics.jsonl", "events.jsonl", "wandb_id", ".lock", "DIVERGED.json")
+# What the launcher and the workers write in a run directory, and whether it is a directory: an entry of
+# the other kind is damage (a resume would fail at it, or start afresh over the run).
+RUN_ENTRIES = {"checkpoints": True, "metrics.jsonl": False, "events.jsonl": False, "wandb_id": False,
+               ".lock": False, "DIVERGED.json": False}
 
 
 def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -273,12 +279,10 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
                         "anyway)", field)
     plan = build_plan(recipe, str(run_dir))
     preflight(recipe)
-    for name in RUN_FILES:
-        if (run_dir / name).is_dir():
-            raise UserError(f"{run_dir / name} is a directory, not the run's file; move it away", "RUN_DIR")
-    if (run_dir / "checkpoints").exists() and not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{run_dir / 'checkpoints'} is a file, not the run's checkpoint directory; restore it or "
-                        "move it away", "RUN_DIR")
+    for name, is_dir in RUN_ENTRIES.items():
+        if (run_dir / name).exists() and (run_dir / name).is_dir() != is_dir:
+            raise UserError(f"{run_dir / name} is a {'file' if is_dir else 'directory'}, not the run's "
+                            f"{'directory' if is_dir else 'file'}; restore it or move it away", "RUN_DIR")
     check_checkpoints(run_dir / "checkpoints")
     diverged = run_dir / "DIVERGED.json"
     why = read_run_json(diverged, "message") if diverged.exists() else None
@@ -291,6 +295,6 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
     if changes:
         write_run_files(run_dir, recipe, plan)
     elif json.loads(json.dumps(plan)) != saved:  # an older mupctl's, a moved run's, or damaged: recipe.yaml rules
-        _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
+        write_plan(run_dir, plan)
     run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
     return run_dir

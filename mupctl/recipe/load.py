@@ -127,7 +127,8 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
-def _get(raw: dict, dotted: str, default=None):
+def get_dotted(raw: dict, dotted: str, default=None):
+    """raw["a"]["b"] for "a.b", or `default` when any part is missing or not a mapping."""
     node: Any = raw
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -149,7 +150,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
     """Translate `use_mup` / `mup_*` keys and the `--use-mup` flag to `scaling.*` (with notices)."""
     out = copy.deepcopy(raw)
-    explicit = _get(out, "scaling.recipe")
+    explicit = get_dotted(out, "scaling.recipe")
     legacy = {k: out.pop(k) for k in list(out) if k == "use_mup" or k in LEGACY_KEYS}
     if (legacy or use_mup_flag) and not isinstance(out.get("scaling", {}), dict):
         raise UserError(f"must be a mapping of scaling keys, got {out['scaling']!r}", "scaling")
@@ -170,14 +171,14 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
         if explicit is None:
             _set(out, "scaling.recipe", target)
         for key, value in legacy.items():
-            current = _get(out, LEGACY_KEYS[key])
+            current = get_dotted(out, LEGACY_KEYS[key])
             if current is not None and current != value:
                 raise UserError(f"conflicts with {LEGACY_KEYS[key]}: {current!r} (got {value!r}); remove {key} "
                                 "(it is deprecated)", key)
             _set(out, LEGACY_KEYS[key], value)
             deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
     if use_mup_flag:
-        current = _get(out, "scaling.recipe")
+        current = get_dotted(out, "scaling.recipe")
         if current == "none":
             raise UserError("--use-mup conflicts with `scaling.recipe: none` in the recipe; drop the flag "
                             "or set scaling.recipe to mup", "--use-mup")
