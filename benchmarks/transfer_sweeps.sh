@@ -39,7 +39,7 @@ pack() {  # the reports + what a resumed sweep needs to skip the finished cells 
   "$PY" - "$WORK" > "$WORK/cells.txt" <<'PY'
 import sys
 from pathlib import Path
-from mupctl.diagnostics.sweep import cell_state
+from mupctl.diagnostics.cells import cell_state
 from mupctl.recipe import load_recipe
 work = Path(sys.argv[1])
 for cell in sorted(work.glob("sweeps/*/cells/*")):

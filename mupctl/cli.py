@@ -181,12 +181,16 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
           gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1"),
           lr_key: Optional[str] = typer.Option(None, "--lr-key", help="default optimizer.lr (muon: "
                                                                       "optimizer.muon.lr)"),
+          baseline: Optional[str] = typer.Option(None, "--baseline", help="also sweep the recipe's twin under this "
+                                                 "scaling recipe (none, or mup for depth_mup) and report the regret"),
+          baseline_lrs: Optional[str] = typer.Option(None, "--baseline-lrs", help="the twin's LR grid (default: --lrs)"),
           emit_recipe: Optional[str] = typer.Option(None, "--emit-recipe", help="write the tuned target recipe"),
           target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
           force: bool = typer.Option(False, "--force", help="overwrite --emit-recipe"), as_json: bool = JsonOpt):
     """LR sweep across widths or depths: optimum per size, its shift in octaves, plot and report."""
     from mupctl.diagnostics.coord_cli import parse_list
-    from mupctl.diagnostics.sweep import run_sweep, shift_interval_text
+    from mupctl.diagnostics.sweep import run_sweep
+    from mupctl.diagnostics.sweep_report import regret_text, shift_interval_text
     from mupctl.diagnostics.tune import check_target
     w, d = _sizes(widths, depths)
     out, emit_recipe = given_path(out, "--out"), given_file(emit_recipe, "--emit-recipe")
@@ -196,7 +200,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
     elif target:
         raise UserError("applies to the emitted recipe; add --emit-recipe PATH", "--target")
     report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,
-                       gpus=parse_list(gpus, int, "--gpus") if gpus else None, lr_key=lr_key)
+                       gpus=parse_list(gpus, int, "--gpus") if gpus else None, lr_key=lr_key, baseline=baseline,
+                       baseline_lrs=parse_list(baseline_lrs, float, "--baseline-lrs") if baseline_lrs else None)
     tuned = _emit(out, target, emit_recipe, force, "--emit-recipe") if emit_recipe else None
     if as_json:
         emit_json(report if tuned is None else report | {"emitted": tuned})
@@ -206,7 +211,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
             "n/a (one size)" if len(report["sizes"]) < 2 else "n/a (no finite optimum)"
         cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
         print(f"sweep: optimum shift {shown}{shift_interval_text(report)}; transfer cost at {report['axis']} "
-              f"{largest['size']}: {cost}; {out / 'sweep.md'}")
+              f"{largest['size']}: {cost}{regret_text(report)}; {out / 'sweep.md'}")
 
 
 @app.command()

@@ -20,8 +20,11 @@ import pytest
 
 from conftest import ROOT, run_cli
 from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
-from mupctl.diagnostics.sweep import (add_transfer_cost, cell_losses, data_passes, fit_optimum, run_sweep,
-                                     seed_statistics, summarize_cells, wider_is_better, write_markdown)
+from mupctl.diagnostics.cells import cell_losses, data_passes
+from mupctl.diagnostics.sweep import run_sweep
+from mupctl.diagnostics.sweep_report import write_markdown
+from mupctl.diagnostics.sweep_stats import (add_transfer_cost, fit_optimum, loss_at, regret, seed_statistics,
+                                            summarize_cells, wider_is_better)
 from mupctl.data.corpus import load_tokens
 from mupctl.diagnostics.tune import caveats, emit_recipe
 from mupctl.errors import UserError

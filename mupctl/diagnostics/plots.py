@@ -78,9 +78,12 @@ def plot_coord_check(report: dict, path: Path) -> None:
 def plot_sweep(report: dict, path: Path) -> None:
     """Mean val loss vs LR (log2 x), one curve per size colored by size, a star at each size's
     optimum; diverged LRs are gaps in the curve, marked × on the top edge. The optimum shift across
-    sizes is in the title."""
+    sizes is in the title. With a baseline twin (`regret`): its best loss per size as a hollow
+    square on the left, and a right panel with the regret per size (mean curves, each seed dotted)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    reg = report.get("regret")
+    fig, axes = plt.subplots(1, 2 if reg else 1, figsize=(12 if reg else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
     cmap = plt.get_cmap("viridis")
     curves = report["curves"]
     for i, curve in enumerate(curves):
@@ -92,15 +95,43 @@ def plot_sweep(report: dict, path: Path) -> None:
         opt = curve["optimum"]
         if opt["lr"] is not None:
             ax.plot([opt["lr"]], [opt["loss"]], marker="*", ms=14, color=color, markeredgecolor="black")
+        row = reg["by_size"][i] if reg else None
+        if row and row["baseline_lr"] is not None:
+            ax.plot([row["baseline_lr"]], [row["baseline_best"]], marker="s", ms=9, mfc="none", color=color,
+                    label=f"{reg['baseline']} best at {curve['size']}")
+    lrs = report["lrs"] + (report["baseline"]["lrs"] if reg else [])
     ax.set_xscale("log", base=2)
-    ax.set_xlim(min(report["lrs"]) / 1.5, max(report["lrs"]) * 1.5)
+    ax.set_xlim(min(lrs) / 1.5, max(lrs) * 1.5)
     ax.set_xlabel(f"{report['lr_key']} (× on top: diverged)")
     ax.set_ylabel(f"val loss after {report['steps']} steps (mean of {report['seeds']} seed(s))")
     shift = report["shift_octaves"]
     ax.set_title(f"{report['name']} ({recipe_label(report)}): LR sweep over {report['axis']} — optimum "
                  f"shift {'n/a' if shift is None else f'{shift:.2f} octaves'}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    if reg:
+        _plot_regret(axes[0][1], report)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_regret(ax, report: dict) -> None:
+    """Regret vs size: against the baseline's best and against this recipe's own best."""
+    reg, sizes = report["regret"], report["sizes"]
+    for key, label, color in (("regret", f"vs {reg['baseline']} tuned at each size", "tab:red"),
+                              ("regret_own", "vs own best at each size", "tab:blue")):
+        ax.plot(sizes, [math.nan if r[key] is None else r[key] for r in reg["by_size"]], marker="o",
+                color=color, label=label)
+        for k in range(max((len(r[f"seed_{key}"]) for r in reg["by_size"]), default=0)):
+            ax.plot(sizes, [math.nan if r[f"seed_{key}"][k] is None else r[f"seed_{key}"][k] for r in reg["by_size"]],
+                    ls=":", lw=1, color=color)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(report["axis"])
+    ax.set_ylabel("val loss at η₀ − best (nats)")
+    eta = "n/a" if reg["reference_lr"] is None else f"{reg['reference_lr']:.3g}"
+    ax.set_title(f"regret of launching at η₀ = {eta} (tuned at {reg['reference_size']}); "
+                 "dotted: seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from mupctl.diagnostics.coord_cli import base_overrides, size_overrides
-from mupctl.diagnostics.sweep import memorization_warning
+from mupctl.diagnostics.sweep_report import memorization_warning
 from mupctl.errors import UserError
 from mupctl.paths import check_file
 from mupctl.plan import build_plan

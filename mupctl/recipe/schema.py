@@ -63,6 +63,18 @@ class BaseShape(Section):
     d_head: Optional[int] = Field(None, gt=0, le=2**20)
 
 
+class RoleFactors(Section):
+    """A constant factor per parameter role on one base value (1 = the rule as derived). Constants
+    tuned at the base shape transfer under mup/depth_mup like η does (Tensor Programs V tunes such
+    per-role constants on the small model); the width and depth exponents apply on top."""
+
+    embedding: float = Field(1.0, gt=0, le=1e6)
+    hidden: float = Field(1.0, gt=0, le=1e6)
+    hidden_out: float = Field(1.0, gt=0, le=1e6)
+    output: float = Field(1.0, gt=0, le=1e6)
+    vector: float = Field(1.0, gt=0, le=1e6)
+
+
 class ScalingConfig(Section):
     recipe: Literal["none", "mup", "depth_mup"] = "none"
     base: BaseShape = BaseShape()
@@ -77,6 +89,10 @@ class ScalingConfig(Section):
         None, gt=0, description="attention scale numerator; default sqrt(base.d_head)")
     readout_zero_init: bool = Field(False, description="zero-init the (untied) output head")
     zero_init_query: bool = Field(False, description="zero-init the query projection")
+    lr_mult: RoleFactors = Field(RoleFactors(), description="per-role factor on the base LR (Muon matrices: on optimizer.muon.lr)")
+    init_mult: RoleFactors = Field(RoleFactors(), description="per-role factor on the base init std sigma (vector: must stay 1)")
+    wd_mult: RoleFactors = Field(RoleFactors(), description="per-role factor on the base weight decay")
+    eps_mult: RoleFactors = Field(RoleFactors(), description="per-role factor on the base Adam eps")
 
 
 class MuonConfig(Section):

@@ -12,6 +12,10 @@ from mupctl.architecture import ROLES, derive_shape, tensor_specs
 from mupctl.errors import UserError
 from mupctl.scaling.rules import QUANTITIES, exponents, family, forward_exponents, scale
 
+ROLE_FACTOR = {"init_std": "init_mult", "lr": "lr_mult", "eps": "eps_mult", "weight_decay": "wd_mult"}
+"""quantity → the `scaling.*_mult` table of per-role constants that multiplies its base value."""
+
+
 def check_combination(recipe) -> None:
     """Reject recipe × optimizer combinations no published rule covers (exit 2 at plan time)."""
     rec, opt = recipe.scaling.recipe, recipe.optimizer.name
@@ -29,6 +33,13 @@ def check_combination(recipe) -> None:
     if recipe.scaling.readout_zero_init and recipe.model.tie_embeddings:
         raise UserError("needs an untied output head; set model.tie_embeddings: false or drop it",
                         "scaling.readout_zero_init")
+    for table in ROLE_FACTOR.values():
+        if recipe.model.tie_embeddings and getattr(recipe.scaling, table).output != 1:
+            raise UserError("the head is tied to the embedding, so it follows the embedding's factor; set "
+                            f"scaling.{table}.embedding, or model.tie_embeddings: false", f"scaling.{table}.output")
+    if recipe.scaling.init_mult.vector != 1:
+        raise UserError("norm gains start at 1 and biases at 0, so there is no init std to scale; drop it",
+                        "scaling.init_mult.vector")
 
 
 def resolved_base(recipe) -> dict:
@@ -64,7 +75,15 @@ def base_weight_decay(opt) -> float:
 
 
 def base_value(recipe, fam: str, role: str, quantity: str, base_layers: int) -> float | None:
-    """The value tuned at the base shape, before any multiplier."""
+    """The value tuned at the base shape, before any width/depth multiplier: the rule's base
+    (`rule_base`) times the role's constant factor `scaling.<lr|init|wd|eps>_mult.<role>`."""
+    value = rule_base(recipe, fam, role, quantity, base_layers)
+    factor = getattr(getattr(recipe.scaling, ROLE_FACTOR[quantity]), role)
+    return None if value is None else value * factor
+
+
+def rule_base(recipe, fam: str, role: str, quantity: str, base_layers: int) -> float | None:
+    """The base value of one role and quantity as the recipe gives it (σ, η, ε, wd)."""
     opt, sigma = recipe.optimizer, recipe.model.init_std
     if quantity == "init_std":
         if role == "vector":

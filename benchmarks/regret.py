@@ -1,0 +1,179 @@
+"""No-regret evidence on a GPU (issue 22): does the model launched at the LR tuned at the base width
+end as good as the standard-parameterization (SP) model tuned at its own width?
+
+    python benchmarks/regret.py --work DIR --data CORPUS_DIR PHASE [PHASE ...] [--seeds 2] [--parallel 14]
+
+Proxies: recipes/sweeps/regret-gpt2.yaml (LayerNorm, learned positions, GELU, tied) and
+regret-llama.yaml (RMSNorm, RoPE, SwiGLU, untied), base width 256, trained on CORPUS_DIR (a
+`mupctl data prepare` directory, e.g. from benchmarks/code_corpus.py). Phases, each one
+`mupctl.diagnostics.sweep.run_sweeps` call (all its cells in one scheduler; finished cells skipped):
+
+- `base`: the recipe (`--recipe`, default mup) at width 256 over the full grid GRID.
+- `width`: the recipe at widths 256..2048 over η₀·2^{-1,0,1} and its SP twin (`scaling.recipe:
+  none`) over η₀·2^{-4..0}, η₀ = the base sweep's grid point nearest its fitted optimum; the
+  recipe's report carries the regret against the twin (`sweep.json` "regret").
+- `ablate`: each μP choice turned back to its SP form at the target widths --ablate-widths, one at a
+  time, at η₀ only (at the base every variant is the same model, so η₀ is theirs too). The SP form
+  at width multiplier m, emulated with the recipe's per-role constants:
+  wd: hidden wd_mult 1/m; emb_lr: embedding lr_mult 1/m; out_sp: alpha_out m and output lr_mult 1/m
+  (tied: alpha_out m); zero_readout: readout_zero_init; init: hidden init_mult √m; eps: eps_mult m;
+  vector_lr: vector lr_mult 1/m. Writes ablation-<proxy>.md/.json to --report-dir.
+`--extra` adds --set overrides to every cell of every phase (e.g. a candidate fix), `--tag` names
+the sweeps so that such a run sits next to the others. `--report-only` writes the reports from the
+cells on disk without launching anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from mupctl.diagnostics.cells import cell_id, cell_losses, cell_state
+from mupctl.diagnostics.sweep import SweepSpec, run_sweeps
+from mupctl.diagnostics.sweep_stats import fit_optimum
+from mupctl.errors import RunFailure
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXIES = {"gpt2": ROOT / "recipes/sweeps/regret-gpt2.yaml", "llama": ROOT / "recipes/sweeps/regret-llama.yaml"}
+GRID = [2.0 ** k for k in range(-15, -6)]  # 3.1e-5 … 7.8e-3
+BASE = 256
+
+
+def variants(proxy: str, m: float) -> dict[str, list[str]]:
+    """Ablation name → the --set overrides that give one μP choice its SP form at width multiplier m."""
+    hidden = ("hidden", "hidden_out")
+    out = {"wd": [f"scaling.wd_mult.{r}={1 / m!r}" for r in hidden],
+           "emb_lr": [f"scaling.lr_mult.embedding={1 / m!r}"],
+           "init": [f"scaling.init_mult.{r}={math.sqrt(m)!r}" for r in hidden],
+           "eps": [f"scaling.eps_mult.{r}={float(m)!r}" for r in ("embedding", *hidden, "vector")
+                   + (() if proxy == "gpt2" else ("output",))],
+           "vector_lr": [f"scaling.lr_mult.vector={1 / m!r}"]}
+    if proxy == "gpt2":  # tied: the head is the embedding tensor; only its logit multiplier is separate
+        out["out_sp"] = [f"scaling.alpha_out={float(m)!r}"]
+    else:
+        out["out_sp"] = [f"scaling.alpha_out={float(m)!r}", f"scaling.lr_mult.output={1 / m!r}"]
+        out["zero_readout"] = ["scaling.readout_zero_init=true"]
+    return out
+
+
+def spec(args, proxy: str, name: str, overrides: list[str], sizes: list[int], lrs: list[float],
+         seeds: int) -> SweepSpec:
+    data = [f"data.source=bin", f"data.path={args.data}"]
+    return SweepSpec(PROXIES[proxy], data + args.extra + overrides, "width", sizes, sorted(lrs), args.steps, seeds,
+                     Path(args.work) / f"{proxy}-{name}{args.tag}", "optimizer.lr")
+
+
+def recipe_overrides(args) -> list[str]:
+    return [f"scaling.recipe={args.recipe}"]
+
+
+def eta0(args, proxy: str) -> float:
+    """The grid LR nearest the fitted optimum of the base sweep's mean curve."""
+    report = json.loads((Path(args.work) / f"{proxy}-base{args.tag}" / "sweep.json").read_text())
+    opt = fit_optimum(report["lrs"], [math.inf if v is None else v for v in report["curves"][0]["val_loss"]])
+    return min(GRID, key=lambda lr: abs(math.log2(lr) - opt["log2_lr"]))
+
+
+def near(lr: float, lo: int, hi: int) -> list[float]:
+    return [lr * 2.0 ** k for k in range(lo, hi + 1)]
+
+
+def run(args, specs: list[SweepSpec], baseline_of=None) -> None:
+    try:
+        run_sweeps(specs, args.parallel, None, baseline_of, launch=not args.report_only)
+    except RunFailure as err:
+        print(f"regret.py: {err}", file=sys.stderr)
+
+
+def phase_base(args) -> None:
+    run(args, [spec(args, p, "base", recipe_overrides(args), [BASE], GRID, args.seeds) for p in args.proxies])
+
+
+def phase_width(args) -> None:
+    specs, pairs = [], {}
+    for p in args.proxies:
+        e = eta0(args, p)
+        pairs[len(specs)] = len(specs) + 1
+        specs.append(spec(args, p, "width", recipe_overrides(args), args.widths, near(e, -1, 1), args.seeds))
+        specs.append(spec(args, p, "width-none", ["scaling.recipe=none"], args.widths, near(e, -4, 0), args.seeds))
+    run(args, specs, pairs)
+
+
+def phase_ablate(args) -> None:
+    specs = []
+    for p in args.proxies:
+        e = eta0(args, p)
+        for w in args.ablate_widths:
+            for name, sets in variants(p, w / BASE).items():
+                specs.append(spec(args, p, f"ablate-{name}-w{w}", recipe_overrides(args) + sets, [w], [e],
+                                  args.seeds))
+    run(args, specs)
+    for p in args.proxies:
+        ablation_table(args, p)
+
+
+def loss(run_dir: Path, steps: int) -> float | None:
+    return cell_losses(run_dir, steps)["final_val_loss"] if cell_state(run_dir, steps) in ("done", "diverged") else None
+
+
+def ablation_table(args, proxy: str) -> None:
+    """Per target width and variant, seed by seed: the val loss at η₀, its change from mup at η₀
+    (paired: same seed, same data order), and the regret against SP's best at that width."""
+    work, e = Path(args.work), eta0(args, proxy)
+    none = work / f"{proxy}-width-none{args.tag}" / "sweep.json"
+    sp = json.loads(none.read_text()) if none.exists() else None
+    rows = []
+    for w in args.ablate_widths:
+        sp_best = None
+        if sp:
+            curve = next(c for c in sp["curves"] if c["size"] == w)
+            sp_best = fit_optimum(sp["lrs"], [math.inf if v is None else v for v in curve["val_loss"]])["loss"]
+        for seed in range(args.seeds):
+            ref = loss(work / f"{proxy}-width{args.tag}" / "cells" / cell_id("width", w, e, seed), args.steps)
+            for name in ["mup", *variants(proxy, w / BASE)]:
+                sweep = f"width{args.tag}" if name == "mup" else f"ablate-{name}-w{w}{args.tag}"
+                value = loss(work / f"{proxy}-{sweep}" / "cells" / cell_id("width", w, e, seed), args.steps)
+                rows.append({"width": w, "seed": seed, "variant": name, "val_loss": value,
+                             "delta_vs_mup_at_eta0": None if value is None or ref is None else value - ref,
+                             "regret_vs_sp": None if value is None or sp_best is None else value - sp_best})
+    out = Path(args.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ablation-{proxy}{args.tag}.json").write_text(json.dumps({"eta0": e, "rows": rows}, indent=1) + "\n")
+    fmt = lambda v: "—" if v is None else f"{v:+.4f}"
+    lines = [f"# Ablation, {proxy} proxy: each μP choice in its SP form (η₀ = {e:g})", "",
+             "| width | variant | seed | val loss at η₀ | Δ vs mup | regret vs SP best |", "|" + " --- |" * 6]
+    lines += [f"| {r['width']} | {r['variant']} | {r['seed']} | "
+              f"{'—' if r['val_loss'] is None else format(r['val_loss'], '.4f')} | "
+              f"{fmt(r['delta_vs_mup_at_eta0'])} | {fmt(r['regret_vs_sp'])} |" for r in rows]
+    (out / f"ablation-{proxy}{args.tag}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phases", nargs="+", choices=["base", "width", "ablate"])
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--report-dir", default="regret-reports")
+    parser.add_argument("--proxies", default="llama,gpt2")
+    parser.add_argument("--recipe", default="mup")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=14)
+    parser.add_argument("--extra", action="append", default=[])
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--widths", default="256,512,1024,2048", help="the width phase's sizes (the first is the base)")
+    parser.add_argument("--ablate-widths", default="512,1024")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.proxies = args.proxies.split(",")
+    args.widths = [int(w) for w in args.widths.split(",")]
+    args.ablate_widths = [int(w) for w in args.ablate_widths.split(",")]
+    for phase in args.phases:
+        {"base": phase_base, "width": phase_width, "ablate": phase_ablate}[phase](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Run many cells (child processes) a fixed number at a time, spread over the visible GPUs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mupctl.errors import UserError
+from mupctl.launch.child import spawn
+
+POLL_S = 0.2
+
+
+def gpu_groups(recipe, gpus: list[int] | None) -> list[list[str]]:
+    """CUDA_VISIBLE_DEVICES values per slot group: `gpus` as given, else the visible devices (the
+    parent's CUDA_VISIBLE_DEVICES entries, or 0..count−1); one group = launch.nproc_per_node GPUs.
+    [] when the recipe runs on CPU or no GPU is visible."""
+    if recipe.launch.device == "cpu":
+        return []
+    if gpus is None:
+        import torch
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",")[:torch.cuda.device_count()] if visible else \
+            [str(i) for i in range(torch.cuda.device_count())]
+    else:
+        ids = [str(g) for g in gpus]
+    n = recipe.launch.nproc_per_node
+    if ids and len(ids) < n:
+        raise UserError(f"each cell needs launch.nproc_per_node = {n} GPUs, only {len(ids)} given", "--gpus")
+    return [ids[i:i + n] for i in range(0, len(ids) - n + 1, n)]
+
+
+def slot_env(slot: int, groups: list[list[str]], parallel: int) -> dict:
+    """The child's environment: its GPU group (slot mod #groups, so parallel > #groups packs cells
+    per GPU); on CPU, the cores split between the running cells unless OMP_NUM_THREADS is set."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if groups:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot % len(groups)])
+    elif "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
+    """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"], job["seconds"], job["gpus"] (the
+    CUDA_VISIBLE_DEVICES it gave the job, None on CPU) and job["started"] / job["ended"] (time.time()).
+    Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM, once:
+    they run in their own sessions, so a terminal's Ctrl-C does not reach them too (launch.child)."""
+    pending, running = list(jobs), {}
+    old_term = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        while pending or running:
+            for slot in range(parallel):
+                if slot not in running and pending:
+                    job = pending.pop(0)
+                    Path(job["dir"]).mkdir(parents=True, exist_ok=True)
+                    env = slot_env(slot, groups, parallel)
+                    job["gpus"], job["started"] = env["CUDA_VISIBLE_DEVICES"] if groups else None, time.time()
+                    with open(Path(job["dir"]) / "sweep.log", "a") as log:
+                        proc = spawn(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                    running[slot] = (job, proc, time.perf_counter())
+            for slot, (job, proc, t0) in list(running.items()):
+                if proc.poll() is not None:
+                    job["rc"], job["seconds"] = proc.returncode, round(time.perf_counter() - t0, 2)
+                    job["ended"] = time.time()
+                    del running[slot]
+                    note(f"{job['id']}: exit {job['rc']} after {job['seconds']} s")
+            time.sleep(POLL_S)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        for _, proc, _ in running.values():
+            proc.terminate()
+        for _, proc, _ in running.values():
+            proc.wait()
+
+
+def note(message: str) -> None:
+    """Progress for people and agents on stderr (stdout stays clean for --json)."""
+    print(f"mupctl sweep: {message}", file=sys.stderr, flush=True)
