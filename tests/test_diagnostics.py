@@ -41,6 +41,7 @@ train: {steps: 10, global_batch: 8, micro_batch: 8, eval_interval: 0, eval_batch
 launch: {device: cpu}
 """
 LRS = [3e-3, 1e-2, 1e4]  # 1e4 diverges
+BASELINE_LRS = [1e-3, 3e-3]  # the SP twin's own grid
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,8 @@ def recipe(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweep(recipe, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    return out, run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3)
+    return out, run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3,
+                          baseline="none", baseline_lrs=BASELINE_LRS)
 
 
 def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
@@ -112,6 +114,43 @@ def test_transfer_cost_is_the_loss_lost_at_the_smallest_sizes_best_lr():
     curves = [{"val_loss": [inf, inf]}, {"val_loss": [1.0, 2.0]}]
     add_transfer_cost(curves)
     assert [c["transfer_cost"] for c in curves] == [None, None]
+
+
+def test_loss_at_reads_the_curve_between_grid_points():
+    lrs = [2.0 ** x for x in (-10, -9, -8, -7)]
+    curve = [(x + 8.3) ** 2 for x in (-10, -9, -8, -7)]  # a parabola in log2 η: exact between grid points
+    assert loss_at(lrs, curve, 2.0 ** -9) == curve[1]
+    assert loss_at(lrs, curve, 2.0 ** -8.3) == pytest.approx(0.0, abs=1e-12)
+    assert loss_at(lrs, curve, 2.0 ** -9.5) == pytest.approx(1.2 ** 2)
+    assert loss_at(lrs, curve, 2.0 ** -11) is None and loss_at(lrs, curve, 2.0 ** -6) is None
+    inf = math.inf
+    assert loss_at(lrs, [1.0, 2.0, inf, inf], 2.0 ** -9.25) == pytest.approx(1.75)  # a line: no finite triple
+    assert loss_at(lrs, [1.0, 2.0, inf, inf], 2.0 ** -7.5) == inf  # next to divergence
+
+
+def test_regret_is_the_loss_at_the_small_optimum_minus_the_baselines_best():
+    lrs = [2.0 ** x for x in (-10, -9, -8, -7, -6)]
+    parab = lambda x0, y0: [(x - x0) ** 2 / 10 + y0 for x in (-10, -9, -8, -7, -6)]
+    mine = {32: parab(-8.0, 3.0), 64: parab(-7.5, 2.8)}  # the optimum drifts half an octave
+    theirs = {32: parab(-8.0, 3.0), 64: parab(-9.0, 2.79)}  # the baseline's moves down and ends lower
+    def cells(curves, seeds):
+        return [{"size": s, "lr": lr, "seed": k, "final_val_loss": curves[s][j] + noise}
+                for s in curves for j, lr in enumerate(lrs) for k, noise in enumerate(seeds)]
+    report = {"sizes": [32, 64], "lrs": lrs, "cells": cells(mine, [0.0, 0.02]),
+              "curves": [{"size": s, "val_loss": [v + 0.01 for v in mine[s]]} for s in (32, 64)]}
+    twin = {"scaling_recipe": "none", "lrs": lrs, "cells": cells(theirs, [0.0, 0.0]),
+            "curves": [{"size": s, "val_loss": theirs[s]} for s in (32, 64)]}
+    out = regret(report, twin)
+    assert out["reference_size"] == 32 and out["reference_lr"] == pytest.approx(2.0 ** -8)
+    base, wide = out["by_size"]
+    assert base["regret"] == pytest.approx(0.01) and base["regret_own"] == pytest.approx(0.0, abs=1e-12)
+    # launched at 2^-8, width 64 sits 0.5 octave off its own optimum: (0.5²)/10 above 2.8 (+0.01 seed mean)
+    assert wide["at_reference"] == pytest.approx(2.8 + 0.025 + 0.01)
+    assert wide["regret_own"] == pytest.approx(0.025) and wide["regret"] == pytest.approx(0.045)
+    assert wide["seed_regret"] == pytest.approx([0.035, 0.055]) and wide["regret_sd"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert wide["baseline_lr"] == pytest.approx(2.0 ** -9) and not wide["baseline_at_edge"]
+    missing = regret(report, twin | {"curves": twin["curves"][:1], "cells": [c for c in twin["cells"] if c["size"] == 32]})
+    assert missing["by_size"][1]["regret"] is None and missing["by_size"][1]["regret_own"] == pytest.approx(0.025)
 
 
 def test_seed_statistics_measure_how_far_seeds_alone_move_the_shift():
@@ -224,6 +263,39 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     assert report["data_passes"] == pytest.approx(10 * 8 * 64 / train_tokens)
     assert f"- passes over the training split per cell: {report['data_passes']:.2f}" in (out / "sweep.md").read_text()
     assert report["val_rose"]["cells"] == [] and "warning" not in (out / "sweep.md").read_text()
+
+
+def test_sweep_with_a_baseline_sweeps_the_sp_twin_and_reports_the_regret(recipe, sweep):
+    out, report = sweep
+    twin = json.loads((out / "baseline-none" / "sweep.json").read_text())
+    assert twin["scaling_recipe"] == "none" and twin["lrs"] == BASELINE_LRS and twin["counts"]["done"] == 4
+    assert all(c["dir"].startswith(str(out / "baseline-none" / "cells")) for c in twin["cells"])
+    reg = report["regret"]
+    assert report["baseline"] == {"scaling_recipe": "none", "dir": str(out / "baseline-none"), "lrs": BASELINE_LRS}
+    assert reg["baseline"] == "none" and reg["reference_size"] == 32
+    eta0 = fit_optimum(LRS, [math.inf if v is None else v for v in report["curves"][0]["val_loss"]])["lr"]
+    assert reg["reference_lr"] == pytest.approx(eta0)
+    for row, mine, theirs in zip(reg["by_size"], report["curves"], twin["curves"]):
+        at = loss_at(LRS, [math.inf if v is None else v for v in mine["val_loss"]], eta0)
+        assert row["at_reference"] == pytest.approx(at)
+        assert row["regret"] == pytest.approx(at - fit_optimum(BASELINE_LRS, theirs["val_loss"])["loss"])
+        assert row["regret_own"] == pytest.approx(at - mine["optimum"]["loss"])
+        assert row["seed_regret"] == [pytest.approx(row["regret"])] and row["regret_sd"] is None  # one seed
+    text = (out / "sweep.md").read_text()
+    assert "## Regret against `none` tuned at every width" in text and f"`{out / 'baseline-none'}/sweep.md`" in text
+    assert (out / "baseline-none" / "sweep.png").stat().st_size > 10_000
+
+
+def test_bad_baselines_are_refused_before_any_cell_runs(recipe, tmp_path):
+    cases = ((["scaling.recipe=none"], dict(baseline="none"), "--baseline: compares the sweep"),
+             ([], dict(baseline="mup"), "--baseline: compares the sweep's scaling recipe with a simpler one"),
+             ([], dict(baseline="sp"), "--baseline: must be one of none, mup"),
+             ([], dict(baseline_lrs=[1e-3, 2e-3]), "--baseline-lrs: is the grid of the baseline twin"),
+             ([], dict(baseline="none", baseline_lrs=[1e-3]), "--baseline-lrs: needs at least two"))
+    for overrides, kwargs, message in cases:
+        with pytest.raises(UserError, match=message):
+            run_sweep(recipe, overrides, [32, 64], None, LRS, steps=2, seeds=1, out_dir=tmp_path / "sw", **kwargs)
+    assert not (tmp_path / "sw").exists()
 
 
 def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, sweep):
