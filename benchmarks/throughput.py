@@ -17,8 +17,9 @@ vocab 50304, no biases, n_heads = d_model/64, seq 1024), plans from `load_recipe
 (recipes none, mup with base width 256, depth_mup with base 256 wide x 4 layers), the model and
 optimizer exactly as the worker builds them (`GPT(plan, device)`, `build_optimizer` = fused AdamW
 on CUDA, or Muon for hidden matrices + AdamW), `model.compile()`, bf16 autocast, micro batch 16 of
-synthetic tokens. One timed step = forward + backward + grad clip (1.0, as the worker) + optimizer
-step + zero_grad, with no host sync inside the timed loop: each step is bracketed by CUDA events
+synthetic tokens. One timed step = the worker's own step (`mupctl.train_step.TrainStep`: forward +
+backward + grad clip, 1.0 as the worker + optimizer step + zero_grad), with no host sync inside the
+timed loop: each step is bracketed by CUDA events
 and the host synchronizes once at the end; the figure is the median step time over --steps steps
 after --warmup steps. tokens/s = micro_batch x seq_len / median step time; MFU = tokens/s x
 (6N + 12 L d T) / (989e12 on H100/H200) with N = all parameters (`mupctl.mfu`); peak memory =
@@ -35,7 +36,7 @@ run)" = its tokens/s / the anchor's; "× anchor (published)" stays the ratio to 
 For each (shape, precision, recipe) the model is built and compiled once; the optimizers reuse it
 (re-initialized), so a Muon row differs from its AdamW row by the optimizer alone. --telemetry adds
 rows for the first recipe: the step with `model.record = {}` (what the μP health telemetry adds to
-the compiled model), and the worker's whole telemetry step (record + UpdateRatio, which syncs).
+the compiled model), and the worker's whole telemetry step (`mupctl.telemetry.Telemetry`, which syncs).
 --micro adds component timings (attention backends; the LM head + cross-entropy variants);
 --sdpa restricts attention to one backend (A/B runs; it turns the compile caches off, which are
 keyed on the traced graph and would hand a graph compiled with another backend back). --precisions
@@ -50,7 +51,6 @@ import contextlib
 import gc
 import importlib.util
 import json
-import os
 import platform
 import re
 import statistics
@@ -69,8 +69,10 @@ from mupctl.architecture import flops_per_token  # noqa: E402
 from mupctl.errors import UserError  # noqa: E402
 from mupctl.mfu import mfu, peak_flops  # noqa: E402
 from mupctl.optim import build_optimizer  # noqa: E402
-from mupctl.plan import build_plan  # noqa: E402
+from mupctl.paths import atomic_write  # noqa: E402
+from mupctl.plan import compile_plan  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
+from mupctl.train_step import TrainStep  # noqa: E402
 
 # nanoGPT-mup anchor (../shared/ANCHORS.md): tokens/s, MFU %, peak GiB; micro batch 16 x 1024, vocab 50304.
 ANCHORS = {
@@ -90,7 +92,7 @@ def parse_shape(s: str) -> tuple[int, int]:
     return int(layers), int(d_model)
 
 
-def make_plan(shape: str, recipe: str, optimizer: str, a) -> dict:
+def make_plan(shape: str, recipe: str, optimizer: str, a):
     layers, d = parse_shape(shape)
     raw = {"name": f"bench-{shape}-{recipe}-{optimizer}",
            "model": {"d_model": d, "n_layers": layers, "n_heads": max(1, d // 64), "vocab_size": a.vocab,
@@ -100,7 +102,7 @@ def make_plan(shape: str, recipe: str, optimizer: str, a) -> dict:
            "optimizer": {"name": optimizer},
            "train": {"micro_batch": a.micro_batch, "global_batch": a.micro_batch, "precision": "bf16"},
            "data": {"source": "synthetic"}}
-    return build_plan(load_recipe(raw=raw))
+    return compile_plan(load_recipe(raw=raw))
 
 
 def load_module(path: str, name: str):
@@ -152,27 +154,22 @@ def peak_gib(device: torch.device) -> float | None:
 # -- timing ---------------------------------------------------------------------------------------
 
 class Stepper:
-    """One training step as the worker does it (minus data loading and logging)."""
+    """The worker's `TrainStep` on one micro batch, called as step(x, y[, step]) → loss: with --sdpa's
+    backend and, unless --no-autocast, bf16 autocast around forward and backward."""
 
-    def __init__(self, model, optimizer, device, a, lr_factor=None):
-        self.model, self.optimizer, self.device, self.a = model, optimizer, device, a
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if a.autocast else contextlib.nullcontext()
-        self.lr_factor = lr_factor
+    def __init__(self, model, optimizer, device, a, lr_factor=None, forward=None):
+        def context():
+            stack = contextlib.ExitStack()
+            stack.enter_context(sdpa_context(a.sdpa))
+            if a.autocast:
+                stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+            return stack
+
+        self.step = TrainStep(model, optimizer, grad_clip=a.clip, lr_factor=lr_factor, context=context,
+                              forward=forward)
 
     def __call__(self, x, y, step: int = 0) -> torch.Tensor:
-        if self.lr_factor is not None:
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["peak_lr"] * self.lr_factor(step)
-        with sdpa_context(self.a.sdpa), self.autocast:
-            loss = self.model(x, y)
-        if isinstance(loss, tuple):  # the anchor's forward returns (logits, loss)
-            loss = loss[1]
-        loss.backward()
-        if self.a.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.a.clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return self.step(step, [(x, y)])[0]
 
 
 def timed_loop(step_fn, batches, warmup: int, steps: int, device, before_step=None) -> dict:
@@ -220,7 +217,7 @@ def percentile(xs, q):
 
 def synthetic_batches(plan, a, device, count=4, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
-    v, t = plan["model"]["vocab_size"], plan["model"]["seq_len"]
+    v, t = plan.model.vocab_size, plan.model.seq_len
     out = []
     for _ in range(count):
         tok = torch.randint(0, v, (a.micro_batch, t + 1), generator=g).to(device)
@@ -231,7 +228,7 @@ def synthetic_batches(plan, a, device, count=4, seed=0):
 def embedded_batches(plan, a, device, steps):
     from mupctl.data import open_data
     data = open_data(SimpleNamespace(source="embedded", path=None, val_fraction=0.05),
-                     plan["model"]["vocab_size"], plan["model"]["seq_len"], 0)
+                     plan.model.vocab_size, plan.model.seq_len, 0)
     xs, ys = zip(*(data.batch("train", s, range(a.micro_batch)) for s in range(steps)))
     x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
     return [(x[s], y[s]) for s in range(steps)]
@@ -261,8 +258,8 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
     batches = synthetic_batches(first, a, device)
     plain = {}
     for opt, plan in plans.items():
-        assert plan["multipliers"] == first["multipliers"], "optimizers that change the model need their own model"
-        model.tensor_plan = plan["tensors"]
+        assert plan.multipliers == first.multipliers, "optimizers that change the model need their own model"
+        model.tensor_plan = plan.tensors
         torch.manual_seed(a.seed)
         model.init_weights()
         if device.type == "cuda":
@@ -278,7 +275,7 @@ def run_group(shape, precision, recipe, a, device, GPT, rows, curves):
         free_memory(device)
     if a.loss_curve and "adamw" in plans and recipe in a.curve_recipes:
         plan = plans["adamw"]
-        model.tensor_plan = plan["tensors"]
+        model.tensor_plan = plan.tensors
         torch.manual_seed(a.seed)
         model.init_weights()
         optimizer = build_optimizer(model, plan)
@@ -305,14 +302,14 @@ def run_anchor(shape, a, device, Anchor, rows):
                                         n_head=max(1, d // 64), n_embd=d, dropout=0.0,
                                         bias=bool(a.anchor_bias))).to(device)
     n = sum(p.numel() for p in model.parameters())  # all parameters, the tied wte/lm_head weight once
-    m = {"d_model": d, "n_layers": layers, "seq_len": a.seq_len, "vocab_size": a.vocab}
-    plan = {"model": m, "summary": {"params": n, "flops_per_token": flops_per_token(SimpleNamespace(**m), n)}}
+    m = SimpleNamespace(d_model=d, n_layers=layers, seq_len=a.seq_len, vocab_size=a.vocab)
+    plan = SimpleNamespace(model=m, summary={"params": n, "flops_per_token": flops_per_token(m, n)})
     maybe_compile(model, a)
     batches = synthetic_batches(plan, a, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, device.type)  # nanoGPT's train.py
-    stepper = Stepper(model, optimizer, device, a)
+    stepper = Stepper(model, optimizer, device, a, forward=lambda x, y: model(x, y)[1])  # it returns (logits, loss)
     base = base_row(shape, "anchor", "adamw", "bf16", plan, a) | {"model_file": a.anchor_file,
                                                                   "anchor_bias": bool(a.anchor_bias)}
     timed_row(stepper, batches, base, plan, device, a, rows, with_ops=True)
@@ -419,7 +416,7 @@ def telemetry_rows(model, optimizer, stepper, batches, shape, recipe, opt, preci
     """The μP health telemetry's cost: (1) the step with `model.record = {}` (no host sync, as the
     plain rows); (2) the worker's whole telemetry step: record + UpdateRatio snapshot/ratios + the
     `.item()` reads (these sync, so the step is timed by the host clock with a sync before it)."""
-    from mupctl.telemetry import UpdateRatio
+    from mupctl.telemetry import Telemetry
 
     out = []
 
@@ -433,18 +430,15 @@ def telemetry_rows(model, optimizer, stepper, batches, shape, recipe, opt, preci
                   "telemetry_overhead_pct": 100 * (r["step_s"] / plain["step_s"] - 1)})
     report(out[-1])
 
-    tele = UpdateRatio(dict(model.named_parameters()), model.param_roles(), False)
+    telemetry = Telemetry(model, interval=1, sharded=False)
     times = []
     for i in range(a.warmup + a.steps):
         x, y = batches[i % len(batches)]
         sync(device)
         t0 = time.perf_counter()
-        model.record = {}
-        tele.snapshot()
+        telemetry.arm(i)
         stepper(x, y)
-        {k: v.item() for k, v in model.record.items()}
-        model.record = None
-        tele.ratios()
+        telemetry.row(i)
         sync(device)
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
@@ -462,16 +456,15 @@ def base_row(shape, recipe, opt, precision, plan, a) -> dict:
     return {"shape": shape, "layers": layers, "d_model": d, "recipe": recipe, "optimizer": opt,
             "precision": precision, "variant": "step", "label": a.label, "sdpa": a.sdpa,
             "compile_mode": a.compile_mode, "model_file": a.model_file,
-            "params": plan["summary"]["params"] if plan else None}
+            "params": plan.summary["params"] if plan else None}
 
 
 def measured(r, plan, device, a) -> dict:
-    tokens = a.micro_batch * plan["model"]["seq_len"]
+    tokens = a.micro_batch * plan.model.seq_len
     tps = tokens / r["step_s"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    fpt = plan["summary"]["flops_per_token"]
-    shape = SimpleNamespace(**{k: plan["model"][k] for k in ("d_model", "n_layers", "seq_len")})
-    assert fpt == flops_per_token(shape, plan["summary"]["params"])  # the plan's figure is this formula
+    fpt = plan.summary["flops_per_token"]
+    assert fpt == flops_per_token(plan.model, plan.summary["params"])  # the plan's figure is this formula
     util = mfu(tps, fpt, name, 1)
     row = {"step_ms": 1e3 * r["step_s"], "p10_ms": 1e3 * r["p10_s"], "p90_ms": 1e3 * r["p90_s"],
            "wall_step_ms": 1e3 * r["wall_step_s"], "tokens_per_s": tps, "flops_per_token": fpt,
@@ -486,12 +479,12 @@ def measured(r, plan, device, a) -> dict:
 
 
 def row_shape(plan) -> str:
-    return f"{plan['model']['n_layers']}x{plan['model']['d_model']}"
+    return f"{plan.model.n_layers}x{plan.model.d_model}"
 
 
 def anchor_setup(plan, a) -> bool:
-    m = plan["model"]
-    return m["vocab_size"] == 50304 and m["seq_len"] == 1024 and a.micro_batch == 16
+    m = plan.model
+    return m.vocab_size == 50304 and m.seq_len == 1024 and a.micro_batch == 16
 
 
 def report(row) -> None:
@@ -785,7 +778,8 @@ def main(argv=None) -> None:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--sdpa", default="default", choices=["default", "flash", "cudnn", "efficient", "math"],
                    help="restrict SDPA to one backend for the whole step (turns the compile caches off)")
-    p.add_argument("--clip", type=float, default=1.0, help="grad-norm clip as the worker (0: off)")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="grad-norm clip as the worker (0: off; the norm is still computed, as in the worker)")
     p.add_argument("--no-autocast", dest="autocast", action="store_false")
     p.add_argument("--model-file", default=None, help="take GPT from this model.py instead (A/B runs)")
     p.add_argument("--anchor-file", default=None, metavar="PATH",
@@ -835,11 +829,9 @@ def main(argv=None) -> None:
     def save():
         derive(rows, curves)
         same_run_anchor(rows)
-        if a.json:  # tmp + rename: a run killed mid-write keeps the last complete file
-            tmp = Path(a.json + ".tmp")
-            tmp.write_text(json.dumps({"env": env, "command": cmd, "args": vars(a), "rows": rows,
-                                       "curves": curves, "micro": micro_rows}, indent=1, default=str))
-            os.replace(tmp, a.json)
+        if a.json:  # atomic: a run killed mid-write keeps the last complete file
+            atomic_write(Path(a.json), json.dumps({"env": env, "command": cmd, "args": vars(a), "rows": rows,
+                                                   "curves": curves, "micro": micro_rows}, indent=1, default=str))
 
     if a.micro:
         micro(a, device, micro_rows)

@@ -17,7 +17,7 @@ Atomicity protocol of ``save`` (collective):
    steps 3-4 happen at the next ``save``/``load_latest``/``wait``.) Barrier.
 3. rank 0 writes ``meta.json`` then ``COMMITTED`` (fsynced), fsyncs the tmp dir, renames it to
    ``step_00000120`` (``os.replace``) and fsyncs ``ckpt_dir``: **the rename is the commit point**.
-4. rank 0 replaces ``latest`` (tmp file + ``os.replace``), then purges committed checkpoints beyond
+4. rank 0 replaces ``latest`` (``paths.atomic_write``), then purges committed checkpoints beyond
    ``keep_last``, checkpoints with a *larger* step (an abandoned timeline, e.g. the unreadable
    ones a fallback skipped) and ``.tmp-*`` dirs; it then broadcasts success or its error (the final
    barrier; a failed commit raises ``RunFailure`` on every rank).
@@ -35,7 +35,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import sys
 import time
 import warnings
@@ -48,7 +47,9 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException!
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
+from mupctl import faults
 from mupctl.errors import RunFailure
+from mupctl.paths import atomic_write, fsync_dir
 
 try:
     import numpy as np
@@ -108,21 +109,6 @@ def _first_error(error: str | None) -> str | None:
     errors = [None] * _world()
     dist.all_gather_object(errors, error)
     return next((e for e in errors if e is not None), None)
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rng_state() -> dict:
@@ -207,14 +193,16 @@ def readable_steps(ckpt_dir: Path) -> tuple[list[int], list[str]]:
 
 
 class Checkpointer:
-    """Saves/loads ``step_*`` checkpoints under ``ckpt_dir``; see the module docstring."""
+    """Saves/loads ``step_*`` checkpoints under ``ckpt_dir``; see the module docstring. With an
+    ``interval``, it also decides when a training loop saves (`due`, `maybe_save`)."""
 
-    def __init__(self, ckpt_dir: str | Path, keep_last: int = 2, async_save: bool = False):
+    def __init__(self, ckpt_dir: str | Path, keep_last: int = 2, async_save: bool = False, interval: int = 0):
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.dir = Path(ckpt_dir)
         self.keep_last = keep_last
         self.async_save = async_save
+        self.interval = interval
         self._pending = None  # (future, step, tmp dir, meta) of an in-flight async save
         self._async_pg = None
         self._said_sync = False
@@ -225,6 +213,19 @@ class Checkpointer:
         return [(s, p) for s, p in step_dirs(self.dir) if (p / "COMMITTED").is_file()]
 
     # ---- save ----------------------------------------------------------------------------------
+    def due(self, step: int, last: bool = False) -> bool:
+        """Whether a loop saves after `step` completed steps: every `interval` steps and after the
+        last one (`last`); never with interval 0."""
+        return self.interval > 0 and (step % self.interval == 0 or last)
+
+    def maybe_save(self, step: int, model, optimizers: list, meta: dict, last: bool = False,
+                   stop: bool = False) -> float | None:
+        """Collective. `save` when `due(step, last)`, or when the loop stops there (`stop`) and
+        checkpointing is on; the seconds blocked, or None when nothing was saved."""
+        if not (self.due(step, last) or (stop and self.interval > 0)):
+            return None
+        return self.save(step, model, optimizers, meta)
+
     def save(self, step: int, model, optimizers: list, meta: dict) -> float:
         """Collective (every rank calls). Returns seconds the caller was blocked."""
         t0 = time.perf_counter()
@@ -269,21 +270,17 @@ class Checkpointer:
         error = None
         if _rank() == 0:
             try:
-                _fsync_write(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
-                _fsync_write(tmp / "COMMITTED", b"")
-                _fsync_dir(tmp)
+                atomic_write(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True), durable=True)
+                atomic_write(tmp / "COMMITTED", b"", durable=True)
                 final = tmp.with_name(tmp.name.removeprefix(".tmp-"))
                 if final.exists():  # re-saving a step (e.g. after a fallback): move the old one aside
                     aside = self.dir / f".tmp-replaced-{final.name}"
                     shutil.rmtree(aside, ignore_errors=True)
                     os.replace(final, aside)
-                if os.environ.get("MUPCTL_FAULT_BEFORE_COMMIT") == str(step):  # test-only kill hook
-                    os.kill(os.getpid(), signal.SIGKILL)
-                os.replace(tmp, final)  # the commit point
-                _fsync_dir(self.dir)
-                _fsync_write(self.dir / ".latest.tmp", final.name.encode())
-                os.replace(self.dir / ".latest.tmp", self.dir / "latest")
-                _fsync_dir(self.dir)
+                faults.before_commit(step)
+                os.replace(tmp, final)  # the commit point (a directory rename)
+                fsync_dir(self.dir)
+                atomic_write(self.dir / "latest", final.name, durable=True)
                 self._purge(step)
             except OSError as e:
                 error = f"{type(e).__name__}: {e}"

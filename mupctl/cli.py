@@ -10,11 +10,44 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, one_line, warn
 from mupctl.paths import given_file, given_path
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class Mupctl(TyperGroup):
+    """The root command. Its `main` is the one entry point (`mupctl`, `python -m mupctl`, and Typer's
+    `CliRunner` in tests): usage errors (click's) and invalid input (ours) become one line on stderr,
+    exit 2; runtime failures (ours, and the OS refusing a file operation) one line, exit 1."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        # click's UsageError, whichever click typer runs on (typer ≥ 0.2x ships its own copy)
+        usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except usage_error as err:
+            message = err.format_message().rstrip(".")
+            if message:  # empty when a bare command printed its help (no_args_is_help)
+                where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
+                print(f"error: {message}{where}", file=sys.stderr)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            sys.exit(130)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
+        except RunFailure as err:
+            print(f"failed: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
+        except OSError as err:  # the file system refused a read or write that the input checks let through
+            print(f"failed: {one_line(str(err))}", file=sys.stderr)
+            sys.exit(EXIT_FAILURE)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Mupctl, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
 data_app = typer.Typer(no_args_is_help=True, help="Data preparation.")
 app.add_typer(data_app, name="data")
@@ -25,12 +58,12 @@ UseMupOpt = typer.Option(False, "--use-mup", help="deprecated: same as scaling.r
 JsonOpt = typer.Option(False, "--json", help="one JSON object on stdout")
 
 
-def _plan(path: Optional[Path], overrides: List[str], use_mup: bool) -> dict:
-    """Load, validate and compile; the compiler's warnings go to stderr."""
-    from mupctl.plan import build_plan
+def _plan(path: Optional[Path], overrides: List[str], use_mup: bool):
+    """Load, validate and compile into a `Plan`; the compiler's warnings go to stderr."""
+    from mupctl.plan import compile_plan
     from mupctl.recipe import load_recipe
-    p = build_plan(load_recipe(path, overrides, use_mup=use_mup))
-    warn(p["warnings"])
+    p = compile_plan(load_recipe(path, overrides, use_mup=use_mup))
+    warn(p.warnings)
     return p
 
 
@@ -45,13 +78,15 @@ def plan(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: 
          verify: bool = typer.Option(False, "--verify", help="realize model+optimizer on CPU and check them "
                                                              "against the plan (exit 1 on mismatch)")):
     """Compile the recipe and show the resolved policy and the torchrun command."""
+    from mupctl.launch.command import torchrun_argv
     p = _plan(recipe, set_, use_mup)
     mismatches = _verify(p) if verify else None
+    shown = p.to_json() | {"command": torchrun_argv(p)}  # the launcher's argv: shown, not part of the plan
     if as_json:
-        emit_json(p if mismatches is None else p | {"verify": [m.as_dict() for m in mismatches]})
+        emit_json(shown if mismatches is None else shown | {"verify": [m.as_dict() for m in mismatches]})
     else:
         from mupctl.render import print_plan
-        print_plan(p, explain=explain)
+        print_plan(shown, explain=explain)
         if mismatches is not None:
             from mupctl.render import print_mismatches
             print_mismatches(mismatches)
@@ -63,7 +98,7 @@ def _verify(p: dict):
     """Realize the plan on CPU (refused up front when its fp32 weights exceed this machine's RAM)."""
     import os
     from mupctl.verify import verify
-    need = 4 * p["summary"]["params"]  # fp32 weights of the whole model
+    need = 4 * p.summary["params"]  # fp32 weights of the whole model
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > ram / 2:
         raise UserError(f"builds the whole model on CPU: {need / 2**30:.1f} GiB of fp32 weights, this machine has "
@@ -77,10 +112,9 @@ def validate(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_m
     """Check a recipe (schema, shapes, scaling combination) without running anything."""
     p = _plan(recipe, set_, use_mup)
     if as_json:
-        emit_json({"valid": True, "name": p["name"], "recipe": p["recipe"], "optimizer": p["optimizer"],
-                   "hash": p["hash"]})
+        emit_json({"valid": True, "name": p.name, "recipe": p.recipe, "optimizer": p.optimizer, "hash": p.hash})
     else:
-        print(f"ok: {p['name']} ({p['recipe']}, {p['optimizer']}, plan {p['hash']})")
+        print(f"ok: {p.name} ({p.recipe}, {p.optimizer}, plan {p.hash})")
 
 
 @app.command()
@@ -235,28 +269,5 @@ def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool, field: str
 
 
 def main() -> None:
-    """Entry point: usage errors (click's) and invalid input (ours) become one line on stderr, exit 2;
-    runtime failures (ours, and the OS refusing a file operation) one line, exit 1."""
-    # click's UsageError, whichever click typer runs on (typer ≥ 0.2x ships its own copy)
-    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-    try:
-        code = app(standalone_mode=False)
-    except usage_error as err:
-        message = err.format_message().rstrip(".")
-        if message:  # empty when a bare command printed its help (no_args_is_help)
-            where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
-            print(f"error: {message}{where}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except RunFailure as err:
-        print(f"failed: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except OSError as err:  # the file system refused a read or write that the input checks let through
-        print(f"failed: {one_line(str(err))}", file=sys.stderr)
-        sys.exit(EXIT_FAILURE)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Entry point (`Mupctl.main` handles errors and exit codes)."""
+    app()

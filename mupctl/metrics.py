@@ -11,10 +11,14 @@ dropped first, so the file reads as if the run had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
+import time
 from pathlib import Path
+from typing import Callable
+
+from mupctl.paths import atomic_write
 
 
 def _rows(path: Path) -> list[tuple[str, dict]]:
@@ -45,10 +49,39 @@ def truncate_metrics(path: Path, keep_through_step: int) -> list[dict]:
         return []
     kept = [(line, row) for line, row in _rows(path)
             if type(row.get("step")) is int and row["step"] <= keep_through_step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line, _ in kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line, _ in kept))
     return [row for _, row in kept]
+
+
+class Throughput:
+    """tokens/s of each log window, timed on its own. The window opens (`start`) once the previous
+    log step's bookkeeping is done and closes (`tokens_per_s`) at the next log step, with the device
+    synchronized (`sync`) at both ends: its time is its own steps' work, not work queued before it
+    opened, nor logging, evaluation or checkpoints (those inside a window are `paused` out of it).
+
+        tokens/s = (steps since start) · tokens_per_step / (wall time − paused time)
+    """
+
+    def __init__(self, tokens_per_step: int, sync: Callable[[], None]):
+        self.tokens_per_step, self.sync = tokens_per_step, sync
+
+    def start(self, step: int) -> None:
+        self.sync()
+        self.step0, self.t0, self.excluded = step, time.perf_counter(), 0.0
+
+    def tokens_per_s(self, step: int) -> float:
+        self.sync()
+        return (step - self.step0) * self.tokens_per_step / (time.perf_counter() - self.t0 - self.excluded)
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.excluded += time.perf_counter() - t
 
 
 def _fmt(row: dict) -> str:

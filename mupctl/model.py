@@ -1,11 +1,11 @@
-"""A plain decoder-only transformer built from a plan dict (nanoGPT style, pre-norm).
+"""A plain decoder-only transformer built from a `Plan` (nanoGPT style, pre-norm).
 
     x₀   = α_emb · (E[idx] (+ P[pos]))                      embedding
     xₗ₊₁ = xₗ + r · Attn(norm(xₗ)),  then  + r · MLP(norm(·))  per block (r = residual_branch)
     logits = (α_out · norm_f(x_L)) · Wᵀ                      W = lm_head, or E when tied
 
-The plan decides everything numeric: shapes (`plan["model"]`), forward multipliers
-(`plan["multipliers"]`) and each tensor's init (`plan["tensors"]`). Every parameter's role is
+The plan decides everything numeric: the shape (`plan.model`, a `ModelShape`), the forward
+multipliers (`plan.multipliers`) and each tensor's init (`plan.tensors`). Every parameter's role is
 declared by the module that creates it (`Module.roles`), never guessed from its name, and the
 parameter names equal the plan's tensor names (`mupctl.architecture.tensor_specs`).
 
@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from mupctl.plan import ModelShape, Multipliers, Plan
 
 
 class Tag(NamedTuple):
@@ -103,13 +105,13 @@ class Norm(nn.Module):
 class Attention(nn.Module):
     """Causal GQA self-attention: softmax(q·kᵀ · scale) v with fused qkv rows [q; k; v]."""
 
-    def __init__(self, m: dict, scale: float, device=None):
+    def __init__(self, shape: ModelShape, scale: float, device=None):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.d_head, self.scale = m["n_heads"], m["n_kv_heads"], m["d_head"], scale
+        self.n_heads, self.n_kv_heads, self.d_head, self.scale = shape.n_heads, shape.n_kv_heads, shape.d_head, scale
         q_dim, kv_dim = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
         self.split = (q_dim, kv_dim, kv_dim)
-        self.qkv = Linear(m["d_model"], q_dim + 2 * kv_dim, "hidden", m["bias"], device)
-        self.proj = Linear(q_dim, m["d_model"], "hidden_out", m["bias"], device)
+        self.qkv = Linear(shape.d_model, q_dim + 2 * kv_dim, "hidden", shape.bias, device)
+        self.proj = Linear(q_dim, shape.d_model, "hidden_out", shape.bias, device)
 
     def forward(self, x, rope):
         B, T, _ = x.shape
@@ -127,11 +129,11 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate) ⊙ up) with fused rows [gate; up]; or GELU: down(gelu(up))."""
 
-    def __init__(self, m: dict, device=None):
+    def __init__(self, shape: ModelShape, device=None):
         super().__init__()
-        self.swiglu = m["activation"] == "swiglu"
-        self.up = Linear(m["d_model"], (2 if self.swiglu else 1) * m["d_ff"], "hidden", m["bias"], device)
-        self.down = Linear(m["d_ff"], m["d_model"], "hidden_out", m["bias"], device)
+        self.swiglu = shape.activation == "swiglu"
+        self.up = Linear(shape.d_model, (2 if self.swiglu else 1) * shape.d_ff, "hidden", shape.bias, device)
+        self.down = Linear(shape.d_ff, shape.d_model, "hidden_out", shape.bias, device)
 
     def forward(self, x):
         h = self.up(x)
@@ -144,17 +146,17 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """x + r·Attn(norm(x)), then + r·MLP(norm(·)); r is the residual-branch multiplier."""
 
-    def __init__(self, m: dict, mult: dict, device=None):
+    def __init__(self, shape: ModelShape, mult: Multipliers, device=None):
         super().__init__()
-        norm = (m["d_model"], m["norm"], m["bias"], m["norm_eps"], device)
+        norm = (shape.d_model, shape.norm, shape.bias, shape.norm_eps, device)
         self.attn_norm = Norm(*norm)
-        self.attn = Attention(m, mult["attention_scale"], device)
+        self.attn = Attention(shape, mult.attention_scale, device)
         self.mlp_norm = Norm(*norm)
-        self.mlp = MLP(m, device)
-        self.branch_mult = mult["residual_branch"]
+        self.mlp = MLP(shape, device)
+        self.branch_mult = mult.residual_branch
 
     def forward(self, x, rope, record: bool = False):
-        """x + m·attn(norm(x)), then + m·mlp(norm(·)) (m: the residual-branch multiplier). With
+        """x + r·attn(norm(x)), then + r·mlp(norm(·)) (r: the residual-branch multiplier). With
         `record`, also the RMS of both branch outputs as a tensor (returned, not appended to a list
         argument: FSDP2's input casting copies containers, so a list would come back empty)."""
         a = self.attn(self.attn_norm(x), rope)
@@ -167,24 +169,25 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """The model of a plan. `record`: set to a dict to collect activation RMS on the next forward."""
 
-    def __init__(self, plan: dict, device=None, activation_checkpointing: bool = False):
+    def __init__(self, plan: Plan, device=None, activation_checkpointing: bool = False):
         super().__init__()
-        m, mult = plan["model"], plan["multipliers"]
-        self.tensor_plan = plan["tensors"]
-        self.rope_theta, self.d_head = m["rope_theta"], m["d_head"]
-        self.emb_mult, self.out_mult = mult["embedding"], mult["output_logits"]
+        shape, mult = plan.model, plan.multipliers
+        self.tensor_plan = plan.tensors
+        self.rope_theta, self.d_head = shape.rope_theta, shape.d_head
+        self.emb_mult, self.out_mult = mult.embedding, mult.output_logits
         self.activation_checkpointing = activation_checkpointing
         self.record: dict | None = None
         self.head_loss = head_loss
 
-        self.tok_emb = Embedding(m["vocab_size"], m["d_model"], device)
-        self.pos_emb = Embedding(m["seq_len"], m["d_model"], device) if m["position"] == "learned" else None
-        self.blocks = nn.ModuleList(Block(m, mult, device) for _ in range(m["n_layers"]))
-        self.norm_f = Norm(m["d_model"], m["norm"], m["bias"], m["norm_eps"], device)
-        self.lm_head = None if m["tie_embeddings"] else Linear(m["d_model"], m["vocab_size"], "output", False, device)
+        self.tok_emb = Embedding(shape.vocab_size, shape.d_model, device)
+        self.pos_emb = Embedding(shape.seq_len, shape.d_model, device) if shape.position == "learned" else None
+        self.blocks = nn.ModuleList(Block(shape, mult, device) for _ in range(shape.n_layers))
+        self.norm_f = Norm(shape.d_model, shape.norm, shape.bias, shape.norm_eps, device)
+        self.lm_head = None if shape.tie_embeddings else Linear(shape.d_model, shape.vocab_size, "output", False, device)
         if self.pos_emb is None:  # RoPE tables, filled by init_weights
             for name in ("rope_cos", "rope_sin"):
-                self.register_buffer(name, torch.empty(m["seq_len"], m["d_head"] // 2, device=device), persistent=False)
+                self.register_buffer(name, torch.empty(shape.seq_len, shape.d_head // 2, device=device),
+                                     persistent=False)
 
         in_branch = {mod for block in self.blocks for mod in block.modules()}
         self.tags = {f"{prefix}.{name}": Tag(role, mod in in_branch)
@@ -210,12 +213,12 @@ class GPT(nn.Module):
         tables, so a model built on `meta` is usable after `to_empty(device=...)` + this call."""
         params = dict(self.named_parameters())
         for t in self.tensor_plan:
-            p = params[t["name"]]
-            if t["init"] == "normal" and t["init_std"] > 0:
-                p.normal_(0.0, t["init_std"])
-                p[: t["zero_rows"]].zero_()
+            p = params[t.name]
+            if t.init == "normal" and t.init_std > 0:
+                p.normal_(0.0, t.init_std)
+                p[: t.zero_rows].zero_()
             else:
-                p.fill_(1.0 if t["init"] == "ones" else 0.0)
+                p.fill_(1.0 if t.init == "ones" else 0.0)
         if self.pos_emb is None:
             self.rope_cos, self.rope_sin = rope_tables(self.rope_cos.shape[0], self.d_head, self.rope_theta,
                                                        self.rope_cos.device)

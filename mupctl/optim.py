@@ -14,14 +14,16 @@ from collections import ChainMap, Counter
 
 import torch
 
+from mupctl.plan import Plan
+
 CLASSES = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD, "muon": torch.optim.Muon}
 ADAPTIVE = ("adamw", "adam")  # the optimizers whose groups carry an eps from the plan
 
 
-def plan_param_groups(model: torch.nn.Module, plan: dict) -> dict[str, list[dict]]:
+def plan_param_groups(model: torch.nn.Module, plan: Plan) -> dict[str, list[dict]]:
     """Plan optimizer name → its param groups; every model parameter must be in the plan exactly once."""
     params = dict(model.named_parameters())
-    names = Counter(t["name"] for t in plan["tensors"])
+    names = Counter(t.name for t in plan.tensors)
     missing = [n for n in names if n not in params]
     extra = [n for n in params if n not in names]
     twice = [n for n, count in names.items() if count > 1]
@@ -29,40 +31,39 @@ def plan_param_groups(model: torch.nn.Module, plan: dict) -> dict[str, list[dict
         raise ValueError(f"the model's parameters do not match the plan: missing from the model {missing}, "
                          f"not in the plan {extra}, in the plan twice {twice}")
     groups: dict[tuple, dict] = {}
-    for t in plan["tensors"]:
-        key = (t["optimizer"], t["lr"], t["eps"], t["weight_decay"])
+    for t in plan.tensors:
+        key = (t.optimizer, t.lr, t.eps, t.weight_decay)
         if key not in groups:
-            groups[key] = {"params": [], "lr": t["lr"], "peak_lr": t["lr"], "weight_decay": t["weight_decay"],
-                           "roles": []}
-            if t["optimizer"] in ADAPTIVE:
-                if t["eps"] is None:
-                    raise ValueError(f"{t['name']}: {t['optimizer']} needs an eps, the plan has none")
-                groups[key]["eps"] = t["eps"]
+            groups[key] = {"params": [], "lr": t.lr, "peak_lr": t.lr, "weight_decay": t.weight_decay, "roles": []}
+            if t.optimizer in ADAPTIVE:
+                if t.eps is None:
+                    raise ValueError(f"{t.name}: {t.optimizer} needs an eps, the plan has none")
+                groups[key]["eps"] = t.eps
         g = groups[key]
-        g["params"].append(params[t["name"]])
-        if t["role"] not in g["roles"]:
-            g["roles"].append(t["role"])
+        g["params"].append(params[t.name])
+        if t.role not in g["roles"]:
+            g["roles"].append(t.role)
     by_optimizer: dict[str, list[dict]] = {}
     for (name, *_), g in groups.items():
         by_optimizer.setdefault(name, []).append(g)
     return by_optimizer
 
 
-def build_optimizer(model: torch.nn.Module, plan: dict, fused: bool | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, plan: Plan, fused: bool | None = None) -> torch.optim.Optimizer:
     """The optimizer of a plan (fused AdamW/Adam by default when the parameters are on CUDA)."""
-    s = plan["optimizer_settings"]
+    s = plan.optimizer_settings
     if fused is None:
         fused = next(model.parameters()).is_cuda
     opts = []
     for name, groups in plan_param_groups(model, plan).items():
         if name in ADAPTIVE:
-            opts.append(CLASSES[name](groups, betas=tuple(s["betas"]), fused=fused or None))
+            opts.append(CLASSES[name](groups, betas=s.betas, fused=fused or None))
         elif name == "sgd":
-            opts.append(torch.optim.SGD(groups, momentum=s["momentum"], nesterov=s["nesterov"]))
+            opts.append(torch.optim.SGD(groups, momentum=s.momentum, nesterov=s.nesterov))
         else:
-            mu = s["muon"]
-            opts.append(torch.optim.Muon(groups, momentum=mu["momentum"], nesterov=mu["nesterov"],
-                                         ns_steps=mu["ns_steps"], adjust_lr_fn=mu["adjust_lr_fn"]))
+            mu = s.muon
+            opts.append(torch.optim.Muon(groups, momentum=mu.momentum, nesterov=mu.nesterov, ns_steps=mu.ns_steps,
+                                         adjust_lr_fn=mu.adjust_lr_fn))
     return opts[0] if len(opts) == 1 else MuonAdamW(*opts)
 
 

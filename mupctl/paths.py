@@ -1,10 +1,13 @@
-"""Checks on output paths, made before anything is computed or written (bad paths exit 2)."""
+"""Output paths: checks made before anything is computed or written (bad paths exit 2), and the one
+atomic write every module uses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Iterator
 
 from mupctl.errors import UserError
 
@@ -69,3 +72,40 @@ def check_file(path: Path, field: str) -> Path:
         raise UserError(f"{path}: {err.strerror or err}; choose another path", field) from None
     check_dir(path.parent, field)
     return path
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", durable: bool = False) -> Iterator[IO]:
+    """A file to write whose content replaces `path` in one step when the block succeeds: it goes to
+    the sibling `path.tmp`, which is then renamed over `path` (`os.replace`, atomic on POSIX), so a
+    reader, or a crash at any moment, sees the old file or the new one, never a part. A block that
+    raises leaves `path` as it was and no `.tmp` behind. `durable`: fsync the file before the rename
+    and the directory after it (the new content survives a power loss)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: str | bytes, durable: bool = False) -> None:
+    """Replace `path` with `data` (text or bytes) through `atomic_open`."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w", durable) as f:
+        f.write(data)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -85,7 +85,7 @@ def print_plan(plan: dict, explain: bool = False, console: Console | None = None
     for name, v in plan["multipliers"].items():
         t.add_row(name, _num(v), *([_exp(plan["multiplier_exponents"][name])] if explain else []))
     c.print(t)
-    c.print("[bold]launch[/]: " + shlex.join(plan["launch"]["argv"]), soft_wrap=True)
+    c.print("[bold]launch[/]: " + shlex.join(plan["command"]), soft_wrap=True)
     c.print(f"[bold]plan hash[/]: {plan['hash']}")
 
 

@@ -1,4 +1,4 @@
-"""μP health telemetry: per-role update-to-weight RMS ratios (activation RMS comes from `model.record`).
+"""μP health telemetry: per-role update-to-weight RMS ratios and the model's activation RMS.
 
 Under μP with Adam, rms(ΔW)/rms(W) of hidden matrices should stay roughly flat across width
 (ΔW ~ η/m per entry against W ~ σ/√m·… ), and a role whose ratio drifts by ~m between a small
@@ -42,3 +42,25 @@ class UpdateRatio:
         sums = sums.cpu()
         return {role: (sums[2 * i] / sums[2 * i + 1]).sqrt().item() if sums[2 * i + 1] > 0 else float("nan")
                 for i, role in enumerate(self.order)}
+
+
+class Telemetry:
+    """One μP health row every `interval` steps (0: never): `arm(step)` before the step says whether
+    it is one and, if so, has the model record activation RMS (`model.record`) and snapshots the
+    weights; `row(step)` after it reads both (a host sync)."""
+
+    def __init__(self, model, interval: int, sharded: bool):
+        self.model, self.interval = model, interval
+        self.update_ratio = UpdateRatio(dict(model.named_parameters()), model.param_roles(), sharded)
+
+    def arm(self, step: int) -> bool:
+        if not (self.interval and step % self.interval == 0):
+            return False
+        self.model.record = {}
+        self.update_ratio.snapshot()
+        return True
+
+    def row(self, step: int) -> dict:
+        acts = {k: v.item() for k, v in self.model.record.items()}
+        self.model.record = None
+        return {"step": step, "act_rms": acts, "update_ratio": self.update_ratio.ratios()}

@@ -18,6 +18,7 @@ import torch
 
 from mupctl.model import GPT
 from mupctl.optim import ADAPTIVE, CLASSES, build_optimizer, optimizer_parts
+from mupctl.plan import Plan, TensorPolicy
 
 SEED = 0
 
@@ -39,10 +40,10 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
 
 
-def init_mismatch(spec: dict, p: torch.Tensor) -> Mismatch | None:
+def init_mismatch(spec: TensorPolicy, p: torch.Tensor) -> Mismatch | None:
     """The init check of one tensor (None when it matches)."""
     w = p.detach().float().cpu()
-    name, kind, std, k = spec["name"], spec["init"], spec["init_std"], spec["zero_rows"]
+    name, kind, std, k = spec.name, spec.init, spec.init_std, spec.zero_rows
     if kind == "normal" and std > 0:
         if k and w[:k].count_nonzero():
             return Mismatch(name, "zero_rows", k, f"{int(w[:k].ne(0).any(dim=-1).sum())} of {k} rows non-zero")
@@ -58,7 +59,7 @@ def init_mismatch(spec: dict, p: torch.Tensor) -> Mismatch | None:
     return None
 
 
-def verify(plan: dict, model: GPT | None = None, optimizer: torch.optim.Optimizer | None = None) -> list[Mismatch]:
+def verify(plan: Plan, model: GPT | None = None, optimizer: torch.optim.Optimizer | None = None) -> list[Mismatch]:
     """Mismatches between `plan` and the model/optimizer (realized on CPU with a fixed seed if not given)."""
     if model is None:
         with torch.random.fork_rng(devices=[]):
@@ -66,7 +67,7 @@ def verify(plan: dict, model: GPT | None = None, optimizer: torch.optim.Optimize
             model = GPT(plan, device="cpu")
     out: list[Mismatch] = []
     params = dict(model.named_parameters())
-    plan_names, model_names = [t["name"] for t in plan["tensors"]], list(params)
+    plan_names, model_names = [t.name for t in plan.tensors], list(params)
     planned = set(plan_names)
     out += [Mismatch(n, "present", True, False) for n in plan_names if n not in params]
     out += [Mismatch(n, "present", False, True) for n in model_names if n not in planned]
@@ -81,26 +82,27 @@ def verify(plan: dict, model: GPT | None = None, optimizer: torch.optim.Optimize
         for g in opt.param_groups:
             holder.update({id(p): (kind, g) for p in g["params"]})
 
-    for spec in plan["tensors"]:
-        name = spec["name"]
+    for spec in plan.tensors:
+        name = spec.name
         if name not in params:
             continue
         p, tag = params[name], model.tags.get(name)
-        actual = {"shape": list(p.shape), "role": tag and tag.role, "in_branch": tag and tag.in_branch}
+        actual = {"shape": tuple(p.shape), "role": tag and tag.role, "in_branch": tag and tag.in_branch}
         if optimizer is not None:
             kind, g = holder.get(id(p), (None, {}))
             actual |= {"optimizer": kind, "lr": g.get("peak_lr"), "weight_decay": g.get("weight_decay"),
                        "eps": g.get("eps") if kind in ADAPTIVE else None}
         for field, value in actual.items():
-            same = _close(spec[field], value) if field in ("lr", "eps", "weight_decay") else spec[field] == value
-            if not same:
-                out.append(Mismatch(name, field, spec[field], value))
-        if list(p.shape) == spec["shape"] and (bad := init_mismatch(spec, p)):
+            planned = getattr(spec, field)
+            if not (_close(planned, value) if field in ("lr", "eps", "weight_decay") else planned == value):
+                out.append(Mismatch(name, field, planned, value))
+        if tuple(p.shape) == spec.shape and (bad := init_mismatch(spec, p)):
             out.append(bad)
 
     used = {"(model)": {"embedding": model.emb_mult, "output_logits": model.out_mult}}
     used |= {f"blocks.{i}": {"attention_scale": b.attn.scale, "residual_branch": b.branch_mult}
              for i, b in enumerate(model.blocks)}
-    out += [Mismatch(where, f"multipliers.{k}", plan["multipliers"][k], v)
-            for where, values in used.items() for k, v in values.items() if not _close(plan["multipliers"][k], v)]
+    planned = plan.multipliers.model_dump()
+    out += [Mismatch(where, f"multipliers.{k}", planned[k], v)
+            for where, values in used.items() for k, v in values.items() if not _close(planned[k], v)]
     return out

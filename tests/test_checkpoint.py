@@ -36,10 +36,6 @@ def finish(started):
     return json.loads(out.read_text()), stderr
 
 
-def launch(run_dir, tag, *args, nproc=2):
-    return finish(start(run_dir, tag, *args, nproc=nproc))
-
-
 # The first (saving) run of every scenario, launched concurrently: each launch is mostly one
 # core's worth of Python/torch start-up, so this halves the wall time on a 2-core machine.
 FIRST_RUNS = {
@@ -50,12 +46,41 @@ FIRST_RUNS = {
 }
 
 
+def damage_fsdp(ckpt):
+    meta = ckpt / "step_00000004" / ".metadata"
+    meta.write_bytes(meta.read_bytes()[:20])  # truncated
+    stale = ckpt / ".tmp-step_00000005"  # a kill in the middle of a save
+    (stale / "rng").mkdir(parents=True)
+    (stale / "__0_0.distcp").write_bytes(b"partial")
+
+
+def damage_muon(ckpt):
+    (ckpt / "step_00000004" / "__1_0.distcp").unlink()
+
+
+# The resuming run of every scenario: (damage done to the first run's checkpoints, its arguments, ranks).
+SECOND_RUNS = {
+    "ddp": (None, ["--parallel", "ddp", "--save", "6", "--resume", "--seed", "7"], 2),
+    "fsdp": (damage_fsdp, ["--parallel", "fsdp", "--save", "4,6", "--resume", "--seed", "7"], 2),
+    "muon": (damage_muon, ["--parallel", "fsdp", "--opt", "muon", "--save", "4,6", "--resume", "--seed", "7"], 2),
+    "single": (None, ["--parallel", "none", "--resume", "--seed", "7"], 1),
+}
+
+
 @pytest.fixture(scope="module")
-def first_runs(tmp_path_factory):
-    """{scenario: (run dir, per-rank records, stderr)}; each test owns (and may damage) its dir."""
+def runs(tmp_path_factory):
+    """{scenario: (run dir, first run's per-rank records, its stderr, second run's records, its stderr)}:
+    every first run at once, then the damage of SECOND_RUNS, then every second run at once."""
     dirs = {k: tmp_path_factory.mktemp(k) for k in FIRST_RUNS}
     started = {k: start(dirs[k], "a", *args, nproc=n) for k, (args, n) in FIRST_RUNS.items()}
-    return {k: (dirs[k], *finish(started[k])) for k in FIRST_RUNS}
+    first = {k: finish(started[k]) for k in FIRST_RUNS}
+    first_names = {k: names(dirs[k] / "ckpt") for k in FIRST_RUNS}
+    for k, (damage, _, _) in SECOND_RUNS.items():
+        if damage:
+            damage(dirs[k] / "ckpt")
+    started = {k: start(dirs[k], "b", *args, nproc=n) for k, (_, args, n) in SECOND_RUNS.items()}
+    second = {k: finish(started[k]) for k in SECOND_RUNS}
+    return {k: (dirs[k], *first[k], *second[k], first_names[k]) for k in FIRST_RUNS}
 
 
 def assert_resumed(first, second, loaded):
@@ -75,9 +100,8 @@ def names(ckpt):
 
 
 @pytest.mark.slow
-def test_ddp_adamw_resume_and_world_size_change(first_runs, capfd):
-    run, first, _ = first_runs["ddp"]
-    second, _ = launch(run, "b", "--parallel", "ddp", "--save", "6", "--resume", "--seed", "7")
+def test_ddp_adamw_resume_and_world_size_change(runs, capfd):
+    run, first, _, second, _, _ = runs["ddp"]
     assert_resumed(first, second, loaded=4)
     assert second[0]["meta"]["tokens"] == 4 * 32 * 2 and second[0]["meta"]["world_size"] == 2
     assert first[0]["losses"]["5"] != first[1]["losses"]["5"]  # ranks draw different data
@@ -99,16 +123,11 @@ def test_ddp_adamw_resume_and_world_size_change(first_runs, capfd):
 
 
 @pytest.mark.slow
-def test_fsdp_adamw_retention_corrupt_metadata_and_stale_tmp(first_runs):
-    run, first, _ = first_runs["fsdp"]
+def test_fsdp_adamw_retention_corrupt_metadata_and_stale_tmp(runs):
+    run, first, _, second, err, first_names = runs["fsdp"]
     ckpt = run / "ckpt"
-    assert names(ckpt) == ["latest", "step_00000003", "step_00000004"]  # keep_last=2
-    meta = ckpt / "step_00000004" / ".metadata"
-    meta.write_bytes(meta.read_bytes()[:20])  # truncated
-    stale = ckpt / ".tmp-step_00000005"  # a kill in the middle of a save
-    (stale / "rng").mkdir(parents=True)
-    (stale / "__0_0.distcp").write_bytes(b"partial")
-    second, err = launch(run, "b", "--parallel", "fsdp", "--save", "4,6", "--resume", "--seed", "7")
+    assert first_names == ["latest", "step_00000003", "step_00000004"]  # keep_last=2
+    # damage_fsdp truncated step 4's .metadata and left a stale .tmp-step_00000005
     assert_resumed(first, second, loaded=3)
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1, err  # rank 0 only
@@ -118,22 +137,17 @@ def test_fsdp_adamw_retention_corrupt_metadata_and_stale_tmp(first_runs):
 
 
 @pytest.mark.slow
-def test_fsdp_muon_adamw_pair_missing_shard(first_runs):
-    run, first, _ = first_runs["muon"]
-    step4 = run / "ckpt" / "step_00000004"
-    (step4 / "__1_0.distcp").unlink()
-    second, err = launch(run, "b", "--parallel", "fsdp", "--opt", "muon", "--save", "4,6", "--resume",
-                         "--seed", "7")
+def test_fsdp_muon_adamw_pair_missing_shard(runs):
+    run, first, _, second, err, _ = runs["muon"]  # damage_muon removed a shard of step 4
     assert "warning: checkpoint step_00000004 is unreadable (" in err
     assert "); falling back to step_00000002" in err
     assert_resumed(first, second, loaded=2)
 
 
 @pytest.mark.slow
-def test_single_process_resume_async_falls_back_to_sync(first_runs):
-    run, first, err = first_runs["single"]
+def test_single_process_resume_async_falls_back_to_sync(runs):
+    run, first, err, second, _, _ = runs["single"]
     assert err.count("async checkpointing needs CUDA") == 1  # said once for two saves
-    second, _ = launch(run, "b", "--parallel", "none", "--resume", "--seed", "7", nproc=1)
     assert_resumed(first, second, loaded=4)
 
 
@@ -152,3 +166,16 @@ def test_in_process_fresh_listing_and_unreadable(tmp_path, capsys):
         in capsys.readouterr().err
     with pytest.raises(ValueError):
         Checkpointer(tmp_path, keep_last=0)
+
+
+def test_cadence_is_the_checkpointers(tmp_path):
+    """`due`: every `interval` steps and after the last one, never with interval 0; `maybe_save` saves
+    exactly then, or at a stop when checkpointing is on, and says how long it blocked."""
+    model = nn.Linear(3, 2)
+    every4 = Checkpointer(tmp_path / "a", interval=4)
+    assert [s for s in range(1, 11) if every4.due(s)] == [4, 8] and every4.due(10, last=True)
+    assert not any(Checkpointer(tmp_path / "b").due(s, last=True) for s in range(1, 11))
+    saved = [s for s in range(1, 11) if every4.maybe_save(s, model, [], {}, last=s == 10, stop=s == 5) is not None]
+    assert saved == [4, 5, 8, 10] and [s for s, _ in every4.checkpoints()] == [8, 10]  # keep_last 2
+    assert Checkpointer(tmp_path / "b").maybe_save(5, model, [], {}, stop=True) is None
+    assert not (tmp_path / "b").exists()

@@ -1,4 +1,6 @@
-"""CLI tests through a real subprocess: plan/validate/schema/init, errors, legacy shim."""
+"""CLI tests: plan/validate/schema/init, errors, legacy shim. In process (conftest.invoke: the
+`mupctl` entry point's own error handling, without a new interpreter per command), and a few
+smoke tests through a real `python -m mupctl` subprocess."""
 
 import json
 import os
@@ -7,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 
 def write(tmp_path, text, name="r.yaml"):
@@ -32,14 +34,19 @@ def test_plan_json_has_contract_fields(cli):
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     for key in ("recipe", "optimizer", "width_mult", "depth_mult", "roles", "multipliers", "tensors", "launch",
-                "hash", "summary"):
+                "hash", "summary", "model", "train", "schedule", "data", "checkpoint", "logging", "command"):
         assert key in plan
+    assert "argv" not in plan["launch"] and "resume_fields" not in plan  # the argv is the launcher's: "command"
+    assert plan["train"]["global_batch"] == 128 and plan["data"] == {"source": "bin", "path": "data/owt",
+                                                                       "val_fraction": 0.05}
+    assert plan["checkpoint"]["interval"] == 500 and plan["launch"]["world_size"] == 8
     assert set(plan["multipliers"]) == {"embedding", "output_logits", "attention_scale", "residual_branch"}
     for role in plan["roles"].values():
         assert {"init_std", "lr", "eps", "weight_decay"} <= set(role)
     for t in plan["tensors"]:
         assert {"name", "shape", "role", "init_std", "lr", "eps", "weight_decay", "optimizer"} <= set(t)
-    assert plan["launch"]["argv"][1:3] == ["-m", "torch.distributed.run"]
+    assert plan["command"][1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=8" in plan["command"]
+    assert plan["command"][-2:] == ["--run-dir", "<run_dir>"]
     assert plan["summary"]["params"] == 124_373_760  # GPT-2 small with vocab 50304, no biases, tied
     assert plan["width_mult"] == 3.0
 
@@ -216,6 +223,16 @@ def test_init_checks_name_and_path_before_writing(cli, tmp_path):
     assert res.returncode == 0 and (tmp_path / "new" / "ok.yaml").is_file()
 
 
+def test_the_mupctl_process_behaves_as_in_process(tmp_path):
+    """Smoke tests of the real entry point (`python -m mupctl`): JSON on stdout, one-line errors, exit 2."""
+    res = run_cli("plan", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["name"] == "run", res.stderr
+    bad = write(tmp_path, "optimizer: {lr: -1}\n")
+    assert_one_line_error(run_cli("train", bad, cwd=tmp_path), "optimizer.lr", "> 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+    assert_one_line_error(run_cli("frobnicate"), "frobnicate", "--help")
+
+
 def test_plan_never_imports_torch():
     code = ("import sys; from mupctl.cli import main; sys.argv=['mupctl','plan','recipes/tiny.yaml','--json'];\n"
             "import contextlib, io\n"
@@ -248,24 +265,21 @@ def test_legacy_width_mult_is_resolved_by_the_compiler(cli, tmp_path):
     assert_one_line_error(cli("plan", r), "scaling.width_mult", "not both")
 
 
-def test_online_wandb_without_credentials_exits_2_before_launch(tmp_path):
+def test_online_wandb_without_credentials_exits_2_before_launch(cli, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
-    env |= {"HOME": str(tmp_path)}  # no ~/.netrc
+    from mupctl.launch.preflight import wandb_credentials
+    for key in [k for k in os.environ if k.startswith("WANDB_")] + ["NETRC"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     run = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), "--set",
-                          "logging.wandb=online", "--set", "launch.device=cpu"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = cli("train", "--run-dir", run, "--set", "logging.wandb=online", "--set", "launch.device=cpu")
     assert_one_line_error(res, "logging.wandb", "wandb login", "WANDB_API_KEY")
     assert not run.exists()
     (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password 0123456789abcdef\n")
     (tmp_path / ".netrc").chmod(0o600)
-    code = "from mupctl.launch.launcher import wandb_credentials as c; print(c())"
-    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert seen.stdout.strip() == "True", seen.stderr
+    assert wandb_credentials()
     (tmp_path / ".netrc").write_text("machine other.example.com login user password 0123456789abcdef\n")
-    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env | {"WANDB_BASE_URL": "https://other.example.com"},
-                          capture_output=True, text=True)
-    assert seen.stdout.strip() == "True", seen.stderr
-    seen = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert seen.stdout.strip() == "False", seen.stderr
+    monkeypatch.setenv("WANDB_BASE_URL", "https://other.example.com")
+    assert wandb_credentials()
+    monkeypatch.delenv("WANDB_BASE_URL")
+    assert not wandb_credentials()

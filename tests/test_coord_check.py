@@ -23,7 +23,7 @@ from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, fit_slope, 
 from mupctl.diagnostics.coord_cli import format_summary, run_coord_check
 from mupctl.model import GPT
 from mupctl.optim import build_optimizer
-from mupctl.plan import build_plan
+from mupctl.plan import compile_plan
 from mupctl.recipe import load_recipe
 
 WIDTHS, DEPTHS = [64, 128, 256, 512], [2, 4, 8, 16]
@@ -36,7 +36,7 @@ def recipe_plan(recipe, d_model=64, n_layers=2, optimizer=None, readout_zero_ini
            "scaling": {"recipe": recipe, "base": {"d_model": 64, "n_layers": 2, "d_head": 16},
                        "readout_zero_init": readout_zero_init},
            "optimizer": optimizer or {"name": "adamw", "lr": 3e-3}}
-    return build_plan(load_recipe(raw=raw))
+    return compile_plan(load_recipe(raw=raw))
 
 
 def over_width(recipe, optimizer=None, batch=BATCH, seq=SEQ):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mupctl.errors import UserError
 from mupctl.model import GPT, apply_rope
 from mupctl.optim import MuonAdamW, build_optimizer, optimizer_parts
-from mupctl.plan import build_plan
+from mupctl.plan import compile_plan
 from mupctl.recipe import load_recipe
 from mupctl.verify import verify
 
@@ -31,12 +31,17 @@ def make_plan(recipe="mup", opt="adamw", tie=False, **extra):
            "optimizer": {"name": opt, "weight_decay": 0.0 if opt == "adam" else None}}
     for section, values in extra.items():
         raw[section] = {**raw.get(section, {}), **values}
-    return build_plan(load_recipe(raw=raw))
+    return compile_plan(load_recipe(raw=raw))
+
+
+def with_multipliers(plan, **values):
+    """The plan with some forward multipliers replaced."""
+    return plan.model_copy(update={"multipliers": plan.multipliers.model_copy(update=values)})
 
 
 def tokens(plan, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, plan["model"]["vocab_size"], (batch, plan["model"]["seq_len"]), generator=g)
+    return torch.randint(0, plan.model.vocab_size, (batch, plan.model.seq_len), generator=g)
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -62,7 +67,7 @@ def test_variants_equal_plan(variant, recipe, opt):
 def test_zero_init_query_rows_are_zero_and_readout_zero():
     plan = make_plan(scaling={"zero_init_query": True, "readout_zero_init": True})
     model = GPT(plan)
-    q_rows = plan["model"]["n_heads"] * plan["model"]["d_head"]
+    q_rows = plan.model.n_heads * plan.model.d_head
     qkv = model.blocks[0].attn.qkv.weight
     assert qkv[:q_rows].abs().max() == 0 and qkv[q_rows:].abs().max() > 0
     assert model.lm_head.weight.abs().max() == 0
@@ -71,9 +76,9 @@ def test_zero_init_query_rows_are_zero_and_readout_zero():
 def test_roles_come_from_modules():
     plan = make_plan(tie=True, **VARIANTS["layernorm-bias-gelu-learned"])
     model = GPT(plan)
-    assert model.param_roles() == {t["name"]: t["role"] for t in plan["tensors"]}
-    assert [n for n, _ in model.named_parameters()] == [t["name"] for t in plan["tensors"]]
-    assert {n: tag.in_branch for n, tag in model.tags.items()} == {t["name"]: t["in_branch"] for t in plan["tensors"]}
+    assert model.param_roles() == {t.name: t.role for t in plan.tensors}
+    assert [n for n, _ in model.named_parameters()] == [t.name for t in plan.tensors]
+    assert {n: tag.in_branch for n, tag in model.tags.items()} == {t.name: t.in_branch for t in plan.tensors}
 
 
 # --- verify catches what is broken ---------------------------------------------------------------------
@@ -95,7 +100,7 @@ def test_verify_reports_wrong_lr():
 def test_verify_reports_wrong_init_std():
     plan = make_plan()
     model = GPT(plan)
-    std = next(t["init_std"] for t in plan["tensors"] if t["name"] == "blocks.1.mlp.down.weight")
+    std = next(t.init_std for t in plan.tensors if t.name == "blocks.1.mlp.down.weight")
     with torch.no_grad():
         model.blocks[1].mlp.down.weight.normal_(0, std * 1.1)
     mismatches = verify(plan, model)
@@ -137,8 +142,7 @@ def test_output_multiplier_scales_logits():
     plan = make_plan()
     torch.manual_seed(0)
     base = GPT(plan)(tokens(plan))
-    plan2 = copy.deepcopy(plan)
-    plan2["multipliers"]["output_logits"] *= 3
+    plan2 = with_multipliers(plan, output_logits=3 * plan.multipliers.output_logits)
     torch.manual_seed(0)
     assert torch.allclose(GPT(plan2)(tokens(plan)), 3 * base, rtol=1e-5, atol=1e-6)
 
@@ -152,8 +156,7 @@ def test_embedding_and_branch_multipliers():
     rec = model.record
     assert set(rec) == {"embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered"}
 
-    plan2 = copy.deepcopy(plan)
-    plan2["multipliers"] |= {"embedding": 2.0, "residual_branch": 0.0}
+    plan2 = with_multipliers(plan, embedding=2.0, residual_branch=0.0)
     torch.manual_seed(0)
     model2 = GPT(plan2)
     model2.record = {}
@@ -168,15 +171,15 @@ def test_attention_matches_reference():
     plan = make_plan(model={"n_heads": 8, "n_kv_heads": 2})
     torch.manual_seed(0)
     model = GPT(plan)
-    attn, m = model.blocks[0].attn, plan["model"]
-    x = torch.randn(2, m["seq_len"], m["d_model"])
-    B, T, H, Hkv, dh = 2, m["seq_len"], m["n_heads"], m["n_kv_heads"], m["d_head"]
+    attn, shape = model.blocks[0].attn, plan.model
+    x = torch.randn(2, shape.seq_len, shape.d_model)
+    B, T, H, Hkv, dh = 2, shape.seq_len, shape.n_heads, shape.n_kv_heads, shape.d_head
     q, k, v = (x @ attn.qkv.weight.T).split([H * dh, Hkv * dh, Hkv * dh], dim=-1)
     q, k, v = (t.view(B, T, -1, dh).transpose(1, 2) for t in (q, k, v))
     rope = (model.rope_cos[:T], model.rope_sin[:T])
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
-    scores = (q @ k.transpose(-1, -2)) * plan["multipliers"]["attention_scale"]
+    scores = (q @ k.transpose(-1, -2)) * plan.multipliers.attention_scale
     scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     ref = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * dh) @ attn.proj.weight.T
     assert torch.allclose(attn(x, rope), ref, atol=1e-5)
@@ -187,7 +190,7 @@ def test_causal_and_loss():
     model = GPT(plan)
     idx = tokens(plan)
     idx2 = idx.clone()
-    idx2[:, -1] = (idx2[:, -1] + 1) % plan["model"]["vocab_size"]
+    idx2[:, -1] = (idx2[:, -1] + 1) % plan.model.vocab_size
     assert torch.equal(model(idx)[:, :-1], model(idx2)[:, :-1])
     logits = model(idx)
     loss = model(idx, idx)
@@ -230,7 +233,7 @@ def test_groups_carry_peak_lr_and_roles():
     plan = make_plan()
     opt = build_optimizer(GPT(plan), plan)
     assert isinstance(opt, torch.optim.AdamW)
-    keys = {(t["lr"], t["eps"], t["weight_decay"]) for t in plan["tensors"]}
+    keys = {(t.lr, t.eps, t.weight_decay) for t in plan.tensors}
     assert len(opt.param_groups) == len(keys)
     assert all(g["lr"] == g["peak_lr"] and g["roles"] for g in opt.param_groups)
     assert optimizer_parts(opt) == [opt]

@@ -1,22 +1,28 @@
 """Checkpoints and `mupctl resume` end to end: kills, corrupt checkpoints, restarts, divergence.
 
 Every run here is real: `mupctl train` → torchrun → gloo workers on the CPU, fp32. "Equal" means
-bit for bit: the losses in metrics.jsonl are compared with ==.
+bit for bit: the losses in metrics.jsonl are compared with ==. The uninterrupted reference runs are
+made once (`references`); tests that only need a run with checkpoints work on a copy of the
+finished 1-rank reference (checkpoints at steps 4, 8 and 12) instead of training one of their own.
 """
 
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke, run_cli, run_many
+from mupctl.launch.launcher import lock_run_dir
+from mupctl.recipe import load_recipe
 
 STEPS, INTERVAL = 12, 4
 BASE = ["--set", f"train.steps={STEPS}", "--set", f"checkpoint.interval={INTERVAL}", "--set", "checkpoint.keep_last=3",
@@ -37,18 +43,27 @@ def losses(run_dir):
     return out
 
 
-_reference = {}
+def starts(run_dir):
+    """The `state` of every worker start in events.jsonl ("fresh", "resumed at step N…")."""
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return [e["state"] for e in events if e["event"] == "start"]
 
 
-def reference(tmp_path_factory, layout):
-    """The uninterrupted run of a layout (computed once per session)."""
-    if layout not in _reference:
-        run = tmp_path_factory.mktemp("ref") / layout
-        res = run_cli("train", "--run-dir", run, *BASE, *LAYOUTS[layout])
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """{layout: the uninterrupted run's directory}, made two at a time."""
+    root = tmp_path_factory.mktemp("ref")
+    done = run_many({layout: ["train", "--run-dir", root / layout, *BASE, *args] for layout, args in LAYOUTS.items()})
+    for layout, res in done.items():
         assert res.returncode == 0, res.stdout + res.stderr
-        _reference[layout] = losses(run)
-        assert sorted(_reference[layout]) == list(range(1, STEPS + 1))
-    return _reference[layout]
+        assert sorted(losses(root / layout)) == list(range(1, STEPS + 1))
+    return {layout: root / layout for layout in LAYOUTS}
+
+
+@pytest.fixture
+def finished(references, tmp_path):
+    """A copy of the finished 1-rank reference run (checkpoints at 4, 8, 12) for this test to change."""
+    return shutil.copytree(references["1rank"], tmp_path / "run")
 
 
 def kill_at_step(run_dir, args, step):
@@ -98,7 +113,7 @@ def alive(pid):
 
 def settle(run_dir, quiet_s=1.0, limit_s=60):
     """Wait until nothing in run_dir changes for quiet_s: the workers run in their own sessions and
-    exit only once they notice their agent died (worker.die_with_parent polls every 0.1 s)."""
+    exit only once they notice their agent died (launch.child.die_with_parent polls every 0.1 s)."""
     def state():
         try:
             return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
@@ -112,98 +127,108 @@ def settle(run_dir, quiet_s=1.0, limit_s=60):
             last, since = now, time.time()
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_sigkill_then_resume_is_bit_exact(tmp_path, tmp_path_factory, layout):
-    ref = reference(tmp_path_factory, layout)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def killed(references, tmp_path_factory):
+    """Per layout: a run SIGKILLed (launcher, torchrun and workers) after a random step past the first
+    checkpoint, then resumed. The kills run at once (threads), then the resumes two at a time:
+    {layout: (run dir, kill step, losses before the resume, the resume's CompletedProcess)}."""
+    root = tmp_path_factory.mktemp("killed")
     # after the first checkpoint and at least INTERVAL steps before the end: a CPU step can take a few
     # ms, and a kill aimed at step 10 of 12 once landed after the run had finished
-    kill_step = random.Random(layout).randint(INTERVAL + 1, STEPS - INTERVAL)
-    kill_at_step(run, BASE + LAYOUTS[layout], kill_step)
+    steps = {layout: random.Random(layout).randint(INTERVAL + 1, STEPS - INTERVAL) for layout in LAYOUTS}
+    errors = []
+
+    def kill(layout):
+        try:
+            kill_at_step(root / layout, BASE + LAYOUTS[layout], steps[layout])
+        except AssertionError as err:
+            errors.append(f"{layout}: {err}")
+
+    threads = [threading.Thread(target=kill, args=(layout,)) for layout in LAYOUTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    before = {layout: losses(root / layout) for layout in LAYOUTS}
+    resumed = run_many({layout: ["resume", root / layout] for layout in LAYOUTS})
+    return {layout: (root / layout, steps[layout], before[layout], resumed[layout]) for layout in LAYOUTS}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sigkill_then_resume_is_bit_exact(references, killed, layout):
+    run, kill_step, before, res = killed[layout]
     assert any((run / "checkpoints").glob("step_*")), "killed before the first checkpoint"
-    assert losses(run) != ref, f"the kill aimed at step {kill_step} landed after the run finished"
-    res = run_cli("resume", run)
+    assert before != losses(references[layout]), f"the kill aimed at step {kill_step} landed after the run finished"
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resumed at step" in res.stdout
-    assert losses(run) == ref
+    assert losses(run) == losses(references[layout])
 
 
-def test_two_resumes_in_a_row(tmp_path, tmp_path_factory):
-    ref = reference(tmp_path_factory, "1rank")
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, INTERVAL + 1)
-    env = dict(os.environ, MUPCTL_FAULT_STEP=str(2 * INTERVAL + 1))
-    res = subprocess.run([sys.executable, "-m", "mupctl", "resume", str(run)], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+def test_two_resumes_in_a_row_and_a_crash_past_the_restart_limit(references, finished):
+    """Resume from step 4, crash after step 9 (no restarts allowed: exit 1 naming train.log), resume
+    again from step 8: the losses equal the uninterrupted run's."""
+    for step in (8, 12):
+        shutil.rmtree(finished / "checkpoints" / f"step_{step:08d}")
+    res = invoke("resume", finished, env={"MUPCTL_FAULT_STEP": str(2 * INTERVAL + 1)})
     assert res.returncode == 1  # the injected crash, no restarts allowed
-    res = run_cli("resume", run)
+    assert "train.log" in res.stderr and "Traceback" not in res.stderr.split("failed:")[-1]
+    res = invoke("resume", finished)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert losses(run) == ref
+    assert starts(finished)[-2:] == [f"resumed at step {INTERVAL}", f"resumed at step {2 * INTERVAL}"]
+    assert losses(finished) == losses(references["1rank"])
 
 
-def test_kill_during_checkpoint_save_keeps_previous(tmp_path, tmp_path_factory):
-    ref = reference(tmp_path_factory, "1rank")
+def test_kill_during_checkpoint_save_keeps_previous(references, tmp_path):
     run = tmp_path / "run"
-    res = run_cli("train", "--run-dir", run, *BASE, env={"MUPCTL_FAULT_BEFORE_COMMIT": str(2 * INTERVAL)})
+    res = invoke("train", "--run-dir", run, *BASE, env={"MUPCTL_FAULT_BEFORE_COMMIT": str(2 * INTERVAL)})
     assert res.returncode != 0
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert f"step_{INTERVAL:08d}" in ckpts and f"step_{2 * INTERVAL:08d}" not in ckpts
     assert any(name.startswith(".tmp-") for name in ckpts)  # the half-written save
-    res = run_cli("resume", run)
+    res = invoke("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"resumed at step {INTERVAL}" in res.stdout
-    assert losses(run) == ref
+    assert starts(run)[-1] == f"resumed at step {INTERVAL}"
+    assert losses(run) == losses(references["1rank"])
 
 
-def test_corrupt_newest_checkpoint_falls_back(tmp_path, tmp_path_factory):
-    ref = reference(tmp_path_factory, "1rank")
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, 2 * INTERVAL + 1)
-    newest = run / "checkpoints" / f"step_{2 * INTERVAL:08d}"
+def test_corrupt_newest_checkpoint_falls_back(references, finished):
+    newest = finished / "checkpoints" / f"step_{STEPS:08d}"
     shard = next(newest.glob("*.distcp"))
     shard.write_bytes(shard.read_bytes()[:100])
-    res = run_cli("resume", run)
+    res = run_cli("resume", finished)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"checkpoint step_{2 * INTERVAL:08d} is unreadable" in res.stderr
-    assert f"resumed at step {INTERVAL}" in res.stdout
-    assert losses(run) == ref
+    assert f"checkpoint step_{STEPS:08d} is unreadable" in res.stderr
+    assert f"resumed at step {2 * INTERVAL}" in res.stdout
+    assert losses(finished) == losses(references["1rank"])
 
 
-def test_injected_crash_restarts_and_matches(tmp_path, tmp_path_factory):
-    ref = reference(tmp_path_factory, "2ranks-ddp")
+def test_injected_crash_restarts_and_matches(references, tmp_path):
     run = tmp_path / "run"
     res = run_cli("train", "--run-dir", run, *BASE, *LAYOUTS["2ranks-ddp"], "--max-restarts", "1",
                   env={"MUPCTL_FAULT_STEP": str(INTERVAL + 2)})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "restart 1/1" in res.stdout and "restarted 1 time" in res.stdout
-    assert losses(run) == ref
+    assert losses(run) == losses(references["2ranks-ddp"])
 
 
-def test_crash_past_restart_limit_exits_1(tmp_path):
-    run = tmp_path / "run"
-    res = run_cli("train", "--run-dir", run, *BASE, env={"MUPCTL_FAULT_STEP": "2"})
-    assert res.returncode == 1
-    assert "train.log" in res.stderr and "Traceback" not in res.stderr.split("failed:")[-1]
-
-
-def test_changed_width_needs_force(tmp_path):
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, INTERVAL + 1)
-    res = run_cli("resume", run, "--set", "model.d_model=64")
+def test_changed_width_needs_force(finished):
+    res = invoke("resume", finished, "--set", "model.d_model=64")
     assert res.returncode == 2 and "model.d_model" in res.stderr and "--force" in res.stderr
-    assert json.loads((run / "plan.json").read_text())["model"]["d_model"] == 128  # nothing rewritten
-    res = run_cli("resume", run, "--set", "model.d_model=64", "--force")
+    assert json.loads((finished / "plan.json").read_text())["model"]["d_model"] == 128  # nothing rewritten
+    res = run_cli("resume", finished, "--set", "model.d_model=64", "--set", f"train.steps={STEPS + 2}", "--force")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "fresh weights" in res.stdout
-    assert max(losses(run)) == STEPS
-    res = run_cli("resume", run, "--set", f"train.steps={STEPS + 2}")  # harmless: allowed
-    assert res.returncode == 0 and max(losses(run)) == STEPS + 2
+    assert f"resumed at step {STEPS} with fresh weights" in res.stdout
+    assert "resume changes model.d_model: 128 -> 64" in res.stdout
+    assert f"resume changes train.steps: {STEPS} -> {STEPS + 2}" in res.stdout
+    assert max(losses(finished)) == STEPS + 2
+    assert json.loads((finished / "plan.json").read_text())["model"]["d_model"] == 64
 
 
 def test_divergence_exits_1_without_checkpoint(tmp_path):
     run = tmp_path / "run"
-    res = run_cli("train", "--run-dir", run, *BASE, "--set", "optimizer.lr=1e6", "--set", "train.grad_clip=0",
-                  "--set", "checkpoint.interval=1", "--set", "model.init_std=10")
+    res = invoke("train", "--run-dir", run, *BASE, "--set", "optimizer.lr=1e6", "--set", "train.grad_clip=0",
+                 "--set", "checkpoint.interval=1", "--set", "model.init_std=10")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "non-finite loss" in res.stderr
     bad = json.loads((run / "DIVERGED.json").read_text())["step"]
@@ -212,10 +237,9 @@ def test_divergence_exits_1_without_checkpoint(tmp_path):
     assert all(s < bad for s in saved)
 
 
-def test_sigterm_stops_cleanly_then_resume_is_exact(tmp_path, tmp_path_factory):
+def test_sigterm_stops_cleanly_then_resume_is_exact(references, tmp_path):
     """SIGTERM to `mupctl train` (a preemption): the workers stop at a step boundary, checkpoint,
     the launcher exits 1 saying how to resume, and the resumed run equals the uninterrupted one."""
-    ref = reference(tmp_path_factory, "1rank")
     run = tmp_path / "run"
     args = BASE + ["--set", "checkpoint.interval=1000"]  # only the stop checkpoint
     proc = subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), *args], cwd=ROOT,
@@ -228,9 +252,9 @@ def test_sigterm_stops_cleanly_then_resume_is_exact(tmp_path, tmp_path_factory):
     assert proc.returncode == 1 and "stopped by SIGTERM" in err and "mupctl resume" in err, out + err
     saved = [p.name for p in (run / "checkpoints").glob("step_*")]
     assert len(saved) == 1 and int(saved[0].split("_")[1]) < STEPS
-    res = run_cli("resume", run)
+    res = invoke("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert losses(run) == ref
+    assert losses(run) == losses(references["1rank"])
 
 
 def snapshot(run_dir):
@@ -238,19 +262,22 @@ def snapshot(run_dir):
     return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
-def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, 2 * INTERVAL + 1)
+def test_resume_refuses_a_damaged_run_dir_before_writing(finished):
+    run = finished
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    plan = json.loads((run / "plan.json").read_text())
+
     def edited(section, key, value):  # recipe.yaml edited by hand in a field that breaks exactness
         return yaml.safe_dump(recipe | {section: recipe[section] | {key: value}}).encode()
     cases = [  # file, damage, expected words in the one-line error
         ("plan.json", b"x{", "plan.json is damaged"),
-        ("recipe.yaml", b"name: other\n", "does not match"),
+        ("plan.json", json.dumps(plan | {"version": 1}).encode(), "version-1 plan"),
+        ("recipe.yaml", b"name: other\n", "model.seq_len: recipe.yaml was edited after the run started (64 -> 256)"),
         ("recipe.yaml", b"", "the recipe is empty"),
         ("recipe.yaml", edited("train", "seed", 7), "train.seed: recipe.yaml was edited after the run started (0 -> 7)"),
         ("recipe.yaml", edited("data", "source", "synthetic"), "data.source: recipe.yaml was edited"),
         ("recipe.yaml", edited("schedule", "name", "constant"), "schedule.name: recipe.yaml was edited"),
+        ("recipe.yaml", edited("train", "grad_clip", 0.5), "train.grad_clip: recipe.yaml was edited"),
     ]
     ckpts = sorted((run / "checkpoints").glob("step_*"))
     cases += [(c.relative_to(run) / "meta.json", b"{}", "step is None, not this checkpoint's step") for c in ckpts]
@@ -261,7 +288,7 @@ def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
         for n in group:
             (run / n).unlink() if damage is None else (run / n).write_bytes(damage)
         before = snapshot(run)
-        res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
+        res = invoke("resume", run, "--set", f"train.steps={STEPS + 1}")
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert snapshot(run) == before
@@ -270,7 +297,7 @@ def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
     (run / "checkpoints").rename(run / "ckpts")  # the checkpoint directory replaced by a file
     (run / "checkpoints").write_text("x")
     before = snapshot(run)
-    res = run_cli("resume", run)
+    res = invoke("resume", run)
     assert res.returncode == 2 and "checkpoints is a file" in res.stderr, res.stderr
     assert snapshot(run) == before
     (run / "checkpoints").unlink()
@@ -278,81 +305,108 @@ def test_resume_refuses_a_damaged_run_dir_before_writing(tmp_path):
     for shard in (run / "checkpoints").glob("step_*/*.distcp"):  # every checkpoint torn
         shard.write_bytes(shard.read_bytes()[:100])
     before = snapshot(run)
-    res = run_cli("resume", run, "--set", f"train.steps={STEPS + 1}")
+    res = invoke("resume", run, "--set", f"train.steps={STEPS + 1}")
     assert res.returncode == 2 and "no readable checkpoint" in res.stderr and "bytes" in res.stderr, res.stderr
     assert snapshot(run) == before
 
 
-def test_a_hand_edit_of_an_allowed_field_resumes_and_rewrites_the_plan(tmp_path):
-    """recipe.yaml edited by hand in a field that keeps exactness (train.steps) counts as --set:
-    the resume runs to the new step count and plan.json follows."""
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, INTERVAL + 1)
+def test_hand_edits_of_recipe_yaml_resume_or_need_force(references, finished):
+    """recipe.yaml edited by hand in a field that keeps exactness (train.steps) counts as --set: the
+    resume runs to the new step count and plan.json follows, recipe.yaml (no --set) stays as written.
+    An edit that breaks exactness (train.seed) is refused (above) unless --force accepts it."""
+    run = finished
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"steps": STEPS + 2}})
                                      + "# the user's note\n")
-    res = run_cli("resume", run)
+    res = invoke("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (run / "recipe.yaml").read_text().endswith("# the user's note\n")  # no --set: left as written
-    assert json.loads((run / "plan.json").read_text())["schedule"]["steps"] == STEPS + 2
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["train"]["steps"] == plan["schedule"]["steps"] == STEPS + 2
     assert sorted(losses(run)) == list(range(1, STEPS + 3))
+    assert {s: v for s, v in losses(run).items() if s <= STEPS} == losses(references["1rank"])
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"seed": 7}}))
+    assert invoke("resume", run).returncode == 2
+    res = invoke("resume", run, "--force")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resume changes train.seed: 0 -> 7" in res.stdout
+    assert json.loads((run / "plan.json").read_text())["train"]["seed"] == 7
 
 
-def test_resume_refuses_a_run_dir_in_use(tmp_path):
+def test_resume_refuses_a_run_dir_in_use(finished):
+    """Every other resume here starts with the finished run's .lock file on disk (its process gone):
+    only a held lock refuses, and it is free again once its holder closes it."""
     import fcntl
-    run = tmp_path / "run"
-    kill_at_step(run, BASE, INTERVAL + 1)
-    with open(run / ".lock", "a+") as held:  # what a live `mupctl train`/`resume` holds
+    with open(finished / ".lock", "a+") as held:  # what a live `mupctl train`/`resume` holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        res = run_cli("resume", run)
+        res = invoke("resume", finished)
         assert res.returncode == 2 and "in use" in res.stderr, res.stderr
-    res = run_cli("resume", run)
-    assert res.returncode == 0, res.stdout + res.stderr
+    lock_run_dir(finished, load_recipe(finished / "recipe.yaml")).close()
 
 
-def test_torn_metrics_line_and_fresh_restart_keep_one_row_per_step(tmp_path):
-    """A crash mid-write leaves half a line in metrics.jsonl, and a run killed before its first
-    checkpoint restarts from step 0: the resumed file still has exactly one row per step."""
-    run, steps = tmp_path / "run", 40
-    kill_at_step(run, BASE + ["--set", f"train.steps={steps}", "--set", "train.eval_interval=1000",
-                              "--set", "checkpoint.interval=1000"], 1)
-    assert not any((run / "checkpoints").glob("step_*")), "the kill landed after the run finished"
-    with (run / "metrics.jsonl").open("a") as f:
+def test_torn_metrics_line_and_fresh_restart_keep_one_row_per_step(finished):
+    """A crash mid-write leaves half a line in metrics.jsonl, and a run with no checkpoint yet restarts
+    from step 0: the resumed file still has exactly one row per step."""
+    for ckpt in (finished / "checkpoints").glob("step_*"):
+        shutil.rmtree(ckpt)
+    with (finished / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "lo')
-    res = run_cli("resume", run)
+    res = invoke("resume", finished, "--set", "train.eval_interval=1000")
     assert res.returncode == 0, res.stdout + res.stderr
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "val_loss" in r] == [0, steps]  # step 0 evaluated once
-    assert sorted(losses(run)) == list(range(1, steps + 1))
+    assert starts(finished)[-1] == "fresh"
+    rows = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, STEPS]  # step 0 evaluated once
+    assert sorted(losses(finished)) == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize("signum,group", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
-                         ids=["SIGTERM", "SIGINT", "SIGINT-to-group"])
-def test_stop_signal_between_log_steps_stops_within_seconds(tmp_path, signum, group):
+SIGNALS = {"SIGTERM": (signal.SIGTERM, False), "SIGINT": (signal.SIGINT, False),
+           "SIGINT-to-group": (signal.SIGINT, True)}
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory):
+    """One endless run per SIGNALS entry, all at once; each gets its signal ~3 s after its worker
+    started (past the step-time probe, steps 5-10): {name: (run dir, seconds from the signal to the
+    launcher's exit, returncode, stdout + stderr)}."""
+    root = tmp_path_factory.mktemp("signalled")
+    args = BASE + ["--set", "train.steps=100000", "--set", "train.log_interval=100000",
+                   "--set", "checkpoint.interval=100000"]
+    procs = {name: subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(root / name), *args],
+                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True) for name in SIGNALS}
+    out = {}
+    try:
+        for name in SIGNALS:
+            deadline = time.time() + 120
+            log = root / name / "train.log"
+            while time.time() < deadline and "mupctl worker:" not in (log.read_text() if log.exists() else ""):
+                time.sleep(0.05)
+        time.sleep(3)
+        sent = {}
+        for name, (signum, group) in SIGNALS.items():
+            sent[name] = time.time()
+            os.killpg(procs[name].pid, signum) if group else procs[name].send_signal(signum)
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=60)
+            out[name] = (root / name, time.time() - sent[name], proc.returncode, stdout + stderr)
+    finally:  # a launcher that ignored the signal would train on for 100000 steps
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return out
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
+def test_stop_signal_between_log_steps_stops_within_seconds(signalled, name):
     """With no log or checkpoint step in sight, the workers still check for a stop every ~2 s, so a
     SIGTERM or SIGINT is answered (with a checkpoint) long before torchrun's 30 s grace runs out:
     sent to the launcher alone (`kill -INT PID`) or to its process group (a terminal's Ctrl-C), it
     reaches torchrun exactly once (a second SIGINT would kill the workers before they save)."""
-    run = tmp_path / "run"
-    args = BASE + ["--set", "train.steps=100000", "--set", "train.log_interval=100000",
-                   "--set", "checkpoint.interval=100000"]
-    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "train", "--run-dir", str(run), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and "mupctl worker:" not in \
-            ((run / "train.log").read_text() if (run / "train.log").exists() else ""):
-        time.sleep(0.05)
-    time.sleep(3)  # past the step-time probe (steps 5-10)
-    sent = time.time()
-    os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:  # a launcher that ignored the signal would train on for 100000 steps
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    name = signal.Signals(signum).name
-    assert proc.returncode == 1 and f"stopped by {name}" in err and "checkpoint saved there" in err, out + err
-    assert time.time() - sent < 25
+    run, seconds, code, output = signalled[name]
+    signame = signal.Signals(SIGNALS[name][0]).name
+    assert code == 1 and f"stopped by {signame}" in output and "checkpoint saved there" in output, output
+    assert seconds < 25
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     stop = events[-1]
     assert stop["event"] == "stop" and 10 < stop["step"] < 100000
@@ -381,13 +435,13 @@ def test_a_child_dies_with_its_killed_parent():
 def test_a_worker_treats_a_zombie_launcher_as_dead():
     """A SIGKILLed launcher stays a zombie until its parent reaps it, and a parent that reads the run's
     output reaps it only after every writer of the pipe, the workers included, has exited: a worker
-    that waited for the PID to vanish would train on (worker.die_with_parent, worker.running)."""
+    that waited for the PID to vanish would train on (launch.child.die_with_parent and running)."""
     zombie = subprocess.Popen(["true"])
     deadline = time.time() + 10
     while time.time() < deadline and alive(zombie.pid):  # exited, not yet reaped: a zombie
         time.sleep(0.02)
     assert Path(f"/proc/{zombie.pid}").exists()
-    code = "import time; from mupctl.worker import die_with_parent; die_with_parent(); time.sleep(60)"
+    code = "import time; from mupctl.launch.child import die_with_parent; die_with_parent(); time.sleep(60)"
     worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                               env=dict(os.environ, MUPCTL_LAUNCHER_PID=str(zombie.pid)))
     try:

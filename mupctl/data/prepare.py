@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from mupctl.data.tokenizer import load_tokenizer
 from mupctl.errors import UserError
-from mupctl.paths import check_dir
+from mupctl.paths import atomic_open, atomic_write, check_dir
 
 
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}  # meta.json "dtype" -> on-disk dtype
@@ -51,15 +49,14 @@ def prepare(inputs: list[str | Path], out_dir: str | Path, tokenizer: str | None
         raise
     meta = {"dtype": dtype.name, "vocab_size": tok.vocab_size, "tokenizer": tok.name,
             "train_tokens": counts["train"], "val_tokens": counts["val"], "sources": [str(f) for f in files]}
-    with _atomic(out / "meta.json") as fh:
-        fh.write((json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
 
 
 def _write_splits(files: list[Path], tok, dtype: np.dtype, val_fraction: float, out: Path) -> dict:
     """Tokenize each file into out/train.bin and out/val.bin (each file's tail to val); the counts."""
     counts = {"train": 0, "val": 0}
-    with _atomic(out / "train.bin") as train, _atomic(out / "val.bin") as val:
+    with atomic_open(out / "train.bin", "wb") as train, atomic_open(out / "val.bin", "wb") as val:
         for f in files:
             ids = tok.encode(_read(f)).astype(dtype)
             cut = len(ids) - int(len(ids) * val_fraction)
@@ -97,15 +94,3 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})", "INPUT") from None
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    """Write to `path.tmp`; rename onto `path` only if the block succeeds."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

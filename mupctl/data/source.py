@@ -6,7 +6,11 @@ Rule: sequence j of `split` at `step` is drawn from `np.random.default_rng([seed
 tokens uniform in [0, vocab_size). A sequence therefore depends on (seed, split, step, j) only: not
 on the world size, the rank that asks, or what was asked before, so every data-parallel layout and
 every resumed run sees the same global batches. Validation uses split "val" with step = the eval
-batch number, so each eval pass sees the same batches.
+batch number, so each eval pass sees the same batches. In a data-parallel step of K micro batches
+of size b, rank r's micro batch k holds the sequences j = (k·world + r)·b + i, i < b
+(`micro_batches`).
+
+torch is imported only to hand batches over, so the launcher's pre-flight opens data without it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
-import torch
 
 from mupctl.data.corpus import FILENAME, load_tokens
 from mupctl.data.prepare import DTYPES
 from mupctl.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = {"train": 0, "val": 1}
 
@@ -66,10 +72,19 @@ class TokenData:
 
     def batch(self, split: str, step: int, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y): LongTensors (len(indices), seq_len) for these global indices; y is x shifted by one."""
+        import torch
         rows = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
         for r, j in enumerate(indices):
             rows[r] = self.sequence(split, step, j)
         return torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(rows[:, 1:].copy())
+
+    def micro_batches(self, split: str, step: int, rank: int, world: int, micro: int, accum: int,
+                      device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Rank `rank`'s `accum` micro batches of `micro` sequences of (split, step), on `device`."""
+        for k in range(accum):
+            start = (k * world + rank) * micro
+            x, y = self.batch(split, step, range(start, start + micro))
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def describe(self) -> str:
         """One line: source, token counts, path."""

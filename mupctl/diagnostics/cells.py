@@ -15,12 +15,11 @@ import math
 import sys
 from pathlib import Path
 
-from mupctl.diagnostics.coord_cli import sized_overrides
 from mupctl.errors import UserError
-from mupctl.launch.launcher import changed_fields
 from mupctl.metrics import read_jsonl
-from mupctl.plan import build_plan
+from mupctl.plan import build_plan, changed_fields
 from mupctl.recipe import load_recipe
+from mupctl.scaling.sizes import sized_overrides
 
 
 def data_passes(recipe, steps: int, train_tokens: int | None) -> float | None:

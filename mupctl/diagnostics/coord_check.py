@@ -1,11 +1,12 @@
 """Coordinate check: activation RMS per role over a few training steps, across model sizes.
 
 For each size s: plan = make_plan(s); model and optimizer are built from it (fp32, fixed seed) and
-trained `steps` optimizer steps (constant LR, no clipping) on the same real-text batches for every
-size, recording `model.record` before each update (step 0 = at init). A parameterization is
-size-stable when log2 rms is flat in log2 size: the least-squares slope at each step is ≈ 0 (mup
-across width, depth_mup across depth), while SP's grows after a few updates at a large LR. Fit from
-step 2 on: at init a non-zero readout under mup makes logits shrink as m^-½ by design.
+trained `steps` optimizer steps (`TrainStep`: constant LR, no clipping, one micro batch) on the same
+real-text batches for every size, recording `model.record` before each update (step 0 = at init).
+A parameterization is size-stable when log2 rms is flat in log2 size: the least-squares slope at
+each step is ≈ 0 (mup across width, depth_mup across depth), while SP's grows after a few updates at
+a large LR. Fit from step 2 on: at init a non-zero readout under mup makes logits shrink as m^-½ by
+design.
 
 Δ from init. The RMS of an activation mixes its init value with what training added to it. μP's
 and CompleteP's claim is about the second part, feature learning: for a fixed probe batch x₀ (the
@@ -34,6 +35,8 @@ import torch
 
 from mupctl.model import GPT, rms as tensor_rms
 from mupctl.optim import build_optimizer
+from mupctl.plan import Plan
+from mupctl.train_step import TrainStep
 
 DELTA_ROLES = ["residual_delta", "logits_centered_delta"]
 """The Δ-from-init roles (module docstring), recorded next to `model.record`'s roles in `rms`."""
@@ -82,7 +85,7 @@ def probe(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return captured[0].float().clone(), logits - logits.mean(-1, keepdim=True)
 
 
-def coord_check(make_plan: Callable[[int], dict], sizes: list[int], steps: int, batch: int, seq_len: int,
+def coord_check(make_plan: Callable[[int], Plan], sizes: list[int], steps: int, batch: int, seq_len: int,
                 seed: int = 0, data: np.ndarray | None = None) -> dict:
     """Train each size `steps` steps and return the activation RMS per role and its size slopes:
     {"sizes", "steps", "rms": {role: [[rms at step t] per size]}, "loss": [[loss at step t] per size],
@@ -105,11 +108,11 @@ def coord_check(make_plan: Callable[[int], dict], sizes: list[int], steps: int, 
     losses = []
     for size in sizes:
         plan = make_plan(size)
-        if plan["model"]["seq_len"] < seq_len or plan["model"]["vocab_size"] <= top:
+        if plan.model.seq_len < seq_len or plan.model.vocab_size <= top:
             raise ValueError(f"size {size}: the plan's seq_len/vocab_size cannot hold the data")
         torch.manual_seed(seed)
         model = GPT(plan, device=device)
-        opt = build_optimizer(model, plan)
+        train_step = TrainStep(model, build_optimizer(model, plan))
         x0 = xs[0].to(device)
         h0 = z0 = None
         trace: dict[str, list[float]] = {}
@@ -121,14 +124,15 @@ def coord_check(make_plan: Callable[[int], dict], sizes: list[int], steps: int, 
             trace.setdefault("residual_delta", []).append(tensor_rms(h - h0).item())
             trace.setdefault("logits_centered_delta", []).append(tensor_rms(z - z0).item())
             model.record = {}
-            loss = model(xs[t].to(device), ys[t].to(device))
+            batch_t = (xs[t].to(device), ys[t].to(device))
+            if t < steps:
+                loss, _ = train_step(t, [batch_t])
+            else:
+                with torch.no_grad():
+                    loss = model(*batch_t)
             for role, v in model.record.items():
                 trace.setdefault(role, []).append(v.item())
             losses[-1].append(loss.item())
-            if t < steps:
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
         for role, series in trace.items():
             rms.setdefault(role, []).append(series)
     log_sizes = [math.log2(s) for s in sizes]

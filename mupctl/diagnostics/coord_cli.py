@@ -1,12 +1,7 @@
 """`mupctl coord-check`: the coordinate check of a recipe across widths or depths, as files.
 
-Also the helpers that `mupctl sweep` shares: list parsing, the size axis, the per-size overrides
-and strict JSON output.
-
-Sizes. Width w: `model.d_model = w`, `model.n_heads = w / d_head` (the recipe's head size kept);
-an explicit `model.d_ff` or `model.n_kv_heads` grows in proportion. Depth L: `model.n_layers = L`.
-`scaling.base` is pinned to the recipe's resolved base shape, so m = w / base.d_model and
-λ = L / base.n_layers (an unset base field would otherwise follow each size and give m = λ = 1).
+Also the command-line helpers that `mupctl sweep` shares: list parsing and the size axis. How each
+size is made from the recipe: `mupctl.scaling.sizes`.
 
 Verdict (`pass`, which decides the exit code): per judged role, max over steps t ≥ 2 of
 |d log2 rms / d log2 size| ≤ threshold. Across depth only `residual` and `logits_centered` are
@@ -24,21 +19,20 @@ against Δ.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from mupctl.diagnostics.reports import finite_json, write_json
 from mupctl.errors import UserError
 from mupctl.paths import check_dir
-from mupctl.plan import build_plan
+from mupctl.plan import compile_plan
 from mupctl.recipe import load_recipe
 from mupctl.recipe.schema import MAX_SEED
 from mupctl.scaling.compiler import depth_alpha, resolved_base
+from mupctl.scaling.sizes import AXIS_FLAG, sized_overrides
 
-AXIS_FLAG = {"width": "--widths", "depth": "--depths"}
 DEPTH_ROLES = ["residual", "logits_centered"]
 DEPTH_NOTE = ("across depth only residual and logits_centered are judged: under depth_mup the branch "
               "outputs (attn_out, mlp_out) carry the L^-α multiplier and shrink with depth by design")
@@ -60,12 +54,6 @@ MAX_CHECK_STEPS, MAX_CHECK_BATCH = 100_000, 2**16  # far past any useful check; 
 
 
 # -- shared by the diagnostics commands -----------------------------------------------------------
-
-def recipe_label(report: dict) -> str:
-    """"depth_mup, α = 0.5" for titles: the scaling recipe, and CompleteP's α under depth_mup."""
-    alpha = report.get("depth_alpha")  # absent in reports written before it existed
-    return report["scaling_recipe"] + ("" if alpha is None else f", α = {alpha:g}")
-
 
 def parse_list(text: str, kind: type, field: str) -> list:
     """"128,256,512" → [128, 256, 512] (kind=int); "1e-3,3e-3" → [0.001, 0.003] (kind=float)."""
@@ -92,61 +80,6 @@ def choose_axis(widths: list[int] | None, depths: list[int] | None, min_sizes: i
     if len(set(sizes)) < len(sizes):
         raise UserError(f"lists a size twice, got {sizes}; give each size once", AXIS_FLAG[axis])
     return axis, sorted(sizes)
-
-
-def base_overrides(base: dict) -> list[str]:
-    """Overrides that write a base shape (d_model, n_layers, d_head) explicitly, replacing any
-    `scaling.width_mult` (the base width would otherwise be given twice)."""
-    return [f"scaling.base.{k}={v}" for k, v in base.items()] + ["scaling.width_mult=null"]
-
-
-def pinned_base(recipe) -> list[str]:
-    """`base_overrides` of the recipe's resolved base shape."""
-    return base_overrides(resolved_base(recipe))
-
-
-def size_overrides(recipe, axis: str, size: int, field: str | None = None) -> list[str]:
-    """The overrides that give `recipe` the size `size` on `axis` (module docstring); a width that
-    does not keep the head size whole is a `UserError` naming `field` (default the axis flag)."""
-    if axis == "depth":
-        return [f"model.n_layers={size}"]
-    m = recipe.model
-    d_head = m.d_model // m.n_heads
-    heads = size // d_head
-    kv, ff = m.n_kv_heads, m.d_ff
-    if size % d_head or (kv and heads * kv % m.n_heads) or (ff and ff * size % m.d_model):
-        raise UserError(f"width {size} must be a multiple of the head size {d_head} (and keep the recipe's "
-                        "n_kv_heads and d_ff ratios whole)", field or AXIS_FLAG[axis])
-    out = [f"model.d_model={size}", f"model.n_heads={heads}"]
-    if kv:
-        out.append(f"model.n_kv_heads={heads * kv // m.n_heads}")
-    if ff:
-        out.append(f"model.d_ff={ff * size // m.d_model}")
-    return out
-
-
-def sized_overrides(recipe_path, overrides: list[str], axis: str, sizes: list[int]) -> dict[int, list[str]]:
-    """size → the full override list for that size (user overrides, pinned base, size)."""
-    recipe = load_recipe(recipe_path, overrides)
-    common = list(overrides) + pinned_base(recipe)
-    return {s: common + size_overrides(recipe, axis, s) for s in sizes}
-
-
-def finite_json(obj):
-    """A copy with non-finite floats as None: strict JSON (NaN/Infinity are not JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -186,7 +119,7 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     require_matplotlib()
     per_size = sized_overrides(recipe_path, overrides, axis, sizes)
     recipes = {s: load_recipe(recipe_path, o) for s, o in per_size.items()}
-    plans = {s: build_plan(r) for s, r in recipes.items()}
+    plans = {s: compile_plan(r) for s, r in recipes.items()}
     first = recipes[sizes[0]]
     seq_len = first.model.seq_len if seq_len is None else seq_len
     if not 0 < seq_len <= first.model.seq_len:

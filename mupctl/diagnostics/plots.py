@@ -6,7 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
-from mupctl.diagnostics.coord_cli import recipe_label
+from mupctl.diagnostics.reports import recipe_label
 from mupctl.errors import UserError
 
 ROLE_ORDER = ["embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered",

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mupctl.diagnostics.cells import cell_argv, cell_losses, cell_state, data_passes, plan_cells
-from mupctl.diagnostics.coord_cli import choose_axis, finite_json, write_json
+from mupctl.diagnostics.coord_cli import choose_axis
+from mupctl.diagnostics.reports import finite_json, write_json
 from mupctl.diagnostics.scheduler import gpu_groups, note, run_jobs
 from mupctl.diagnostics.sweep_report import memorization_warning, write_markdown
 from mupctl.diagnostics.sweep_stats import regret, summarize_cells
 from mupctl.errors import RunFailure, UserError
-from mupctl.launch.launcher import preflight
+from mupctl.launch.preflight import preflight
 from mupctl.paths import check_dir
 from mupctl.recipe import load_recipe
 from mupctl.recipe.load import get_dotted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mupctl.diagnostics.coord_cli import recipe_label
+from mupctl.diagnostics.reports import recipe_label
 
 
 def write_markdown(report: dict, path: Path) -> None:

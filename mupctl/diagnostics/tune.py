@@ -20,7 +20,6 @@ import json
 import os
 from pathlib import Path
 
-from mupctl.diagnostics.coord_cli import base_overrides, size_overrides
 from mupctl.diagnostics.sweep_report import memorization_warning
 from mupctl.errors import UserError
 from mupctl.paths import check_file
@@ -28,6 +27,7 @@ from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 from mupctl.recipe.load import apply_overrides
 from mupctl.scaling.compiler import resolved_base
+from mupctl.scaling.sizes import base_overrides, size_overrides
 
 # Tensor Programs V: below these, optima are loose and transfer is not established (DESIGN.md).
 SIGNAL = {"width": 256, "depth": 4, "global_batch": 32, "seq_len": 128, "steps": 1000}

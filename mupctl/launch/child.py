@@ -6,6 +6,7 @@ passes each SIGINT or SIGTERM on exactly once. A second copy straight from the t
 torchrun's shutdown short and kill the workers before they save. The price of the new session is that
 a SIGKILL of the parent's process group no longer reaches the child, so `child_setup` asks the
 kernel for a SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG). `spawn` starts such a child.
+The workers, which torchrun starts, watch their parents themselves (`die_with_parent`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -37,3 +41,43 @@ def child_setup(parent_pid: int):
 def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
     """`subprocess.Popen(argv, **popen_kwargs)` in its own session, dying with this process."""
     return subprocess.Popen(argv, start_new_session=True, preexec_fn=child_setup(os.getpid()), **popen_kwargs)
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie: a SIGKILLed launcher stays one until its own
+    parent reaps it, which a harness reading the run's output may do only once every writer of that
+    pipe, the workers included, has exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (a reused PID): not ours to judge
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:  # gone meanwhile, or no /proc (not Linux: existence is all there is to tell)
+        return not os.path.isdir("/proc")
+    return state != "Z"
+
+
+def die_with_parent(poll_s: float = 0.1) -> None:
+    """Exit when the torchrun agent that started this worker dies, or the `mupctl` launcher above it
+    (`MUPCTL_LAUNCHER_PID`), so a killed run leaves no orphan trainer behind (holding GPUs, or
+    writing into a run that is being resumed). The launcher check also covers an agent that died
+    before this worker could read its PID. A polling thread rather than PR_SET_PDEATHSIG, which
+    fires when the *thread* that forked us exits."""
+    parent = os.getppid()
+    launcher = int(os.environ.get("MUPCTL_LAUNCHER_PID", "0"))
+
+    def alive() -> bool:
+        return os.getppid() == parent and (not launcher or running(launcher))
+
+    def watch():
+        while alive():
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if not alive():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()

@@ -2,31 +2,30 @@
 
 Everything that can be checked before launch is (recipe, plan, device, data, optional packages):
 invalid input raises `UserError` (exit 2) with nothing written. The run directory holds
-`recipe.yaml` (fully resolved), `plan.json`, `wandb_id`, and what the workers write
-(`metrics.jsonl`, `train.log`, `events.jsonl`, `checkpoints/`). torchrun is started as an argv list
-(never a shell); its `--max-restarts` restarts failed workers, which resume from the latest
-checkpoint on their own.
+`plan.json` (the run: the workers read it and nothing else), `recipe.yaml` (the resolved recipe, for
+people), `wandb_id`, and what the workers write (`metrics.jsonl`, `train.log`, `events.jsonl`,
+`checkpoints/`). torchrun is started as an argv list (never a shell) derived from the plan; its
+`--max-restarts` restarts failed workers, which resume from the latest checkpoint on their own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import netrc
 import os
 import shlex
 import signal
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
 from mupctl.errors import RunFailure, UserError, warn
 from mupctl.launch.child import STOP_SIGNALS, spawn
+from mupctl.launch.command import torchrun_argv
+from mupctl.launch.preflight import preflight
 from mupctl.metrics import read_jsonl
-from mupctl.paths import check_dir
-from mupctl.plan import EXACTNESS_FIELDS, build_plan, resume_fields
+from mupctl.paths import atomic_write, check_dir
+from mupctl.plan import PLAN_VERSION, Plan, compile_plan, plan_changes, read_plan, write_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 
 
@@ -59,51 +58,26 @@ def joins_multinode_run(run_dir: Path, recipe) -> bool:
     return load_recipe(run_dir / "recipe.yaml").model_dump() == recipe.model_dump()
 
 
-def preflight(recipe):
-    """Checks that need the machine (device, data files, optional packages) — before anything is
-    written. Returns the opened `TokenData`."""
-    launch = recipe.launch
-    if launch.device == "cuda" or recipe.train.precision == "fp8":
-        import torch
-        if not torch.cuda.is_available():
-            field = "launch.device" if launch.device == "cuda" else "train.precision"
-            raise UserError("needs CUDA but no GPU is visible; use launch.device: cpu / train.precision: fp32",
-                            field)
-        if launch.nproc_per_node > torch.cuda.device_count():
-            raise UserError(f"asks for {launch.nproc_per_node} GPUs per node, this node has "
-                            f"{torch.cuda.device_count()}", "launch.nproc_per_node")
-    if recipe.train.precision == "fp8" and importlib.util.find_spec("torchao") is None:
-        raise UserError("fp8 needs torchao (pip install torchao)", "train.precision")
-    if recipe.logging.wandb != "disabled" and importlib.util.find_spec("wandb") is None:
-        raise UserError("wandb is not installed; pip install 'mupctl[wandb]' or set logging.wandb: disabled",
-                        "logging.wandb")
-    if recipe.logging.wandb == "online" and not wandb_credentials():
-        raise UserError("online logging needs W&B credentials: run `wandb login` or set WANDB_API_KEY, or use "
-                        "logging.wandb: offline (and `wandb sync` the run later)", "logging.wandb")
-    from mupctl.data import open_data
-    return open_data(recipe.data, recipe.model.vocab_size, recipe.model.seq_len, recipe.train.seed)
-
-
-def wandb_credentials() -> bool:
-    """Whether wandb will find credentials without prompting: WANDB_API_KEY or WANDB_IDENTITY_TOKEN_FILE
-    in the environment, or a netrc entry (what `wandb login` writes) for the host of WANDB_BASE_URL."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except OSError:  # no netrc file
-        return False
-    except netrc.NetrcParseError:  # one that Python's stricter reader refuses (e.g. mode 644): wandb may not
-        return True
-
-
 def read_run_json(path: Path, key: str | None = None):
-    """A JSON file of a run directory (plan.json, DIVERGED.json); damage is a one-line `UserError`."""
+    """A JSON file of a run directory (DIVERGED.json); damage is a one-line `UserError`."""
     try:
         data = json.loads(path.read_text())
         return data if key is None else data[key]
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}); restore it, or start a new run with "
+                        "`mupctl train`", "RUN_DIR") from None
+
+
+def read_run_plan(path: Path) -> Plan:
+    """A run's plan.json; damage, or a plan of another format version, is a one-line `UserError`."""
+    try:
+        return read_plan(path)
+    except (OSError, ValueError) as exc:
+        version = read_run_json(path, "version") if isinstance(exc, ValueError) else None
+        if isinstance(version, int) and version != PLAN_VERSION:
+            raise UserError(f"{path} is a version-{version} plan and this mupctl reads version {PLAN_VERSION}; "
+                            "resume the run with the mupctl that started it, or start a new run", "RUN_DIR") \
+                from None
         raise UserError(f"{path} is damaged ({type(exc).__name__}); restore it, or start a new run with "
                         "`mupctl train`", "RUN_DIR") from None
 
@@ -132,22 +106,12 @@ def lock_run_dir(run_dir: Path, recipe) -> object:
     return f
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_plan(run_dir: Path, plan: dict) -> None:
-    _write(run_dir / "plan.json", json.dumps(plan, indent=2) + "\n")
-
-
-def write_run_files(run_dir: Path, recipe, plan: dict) -> None:
+def write_run_files(run_dir: Path, recipe, plan: Plan) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
-    write_plan(run_dir, plan)
+    atomic_write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    write_plan(run_dir / "plan.json", plan)
     if not (run_dir / "wandb_id").exists():
-        _write(run_dir / "wandb_id", uuid.uuid4().hex[:12] + "\n")
+        atomic_write(run_dir / "wandb_id", uuid.uuid4().hex[:12] + "\n")
 
 
 def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
@@ -209,20 +173,20 @@ def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[s
 def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False, run_dir: Path | None = None,
           **flags) -> Path:
     recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
-    warn(build_plan(recipe)["warnings"])  # invalid combinations fail before anything is written
+    plan = compile_plan(recipe)  # invalid combinations fail before anything is written
+    warn(plan.warnings)
     preflight(recipe)
     if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
         run_dir = Path(run_dir).resolve()
-        plan = read_run_json(run_dir / "plan.json")
+        plan = read_run_plan(run_dir / "plan.json")
         print(f"mupctl: joining the {recipe.launch.nnodes}-node run in {run_dir}", flush=True)
     else:
         run_dir = new_run_dir(recipe, run_dir).resolve()
-        plan = build_plan(recipe, str(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
         write_run_files(run_dir, recipe, plan)
-    print(f"mupctl: run directory {run_dir} (plan {plan['hash']})", flush=True)
-    run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
+    print(f"mupctl: run directory {run_dir} (plan {plan.hash})", flush=True)
+    run_torchrun(run_dir, torchrun_argv(plan, run_dir), plan.launch.max_restarts)
     return run_dir
 
 
@@ -242,42 +206,36 @@ RUN_ENTRIES = {"checkpoints": True, "metrics.jsonl": False, "events.jsonl": Fals
                ".lock": False, "DIVERGED.json": False}
 
 
-def changed_fields(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += changed_fields(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append((f"{prefix}{key}", a, b))
-    return out
+def shown(value, limit: int = 80) -> str:
+    """repr(value), cut past `limit` characters (a changed tensor list is long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + " …" + text[-2:]
 
 
 def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) -> Path:
+    """Relaunch a run from its newest valid checkpoint. The new plan is compiled from `recipe.yaml`
+    (as it is now) plus `overrides` and compared with the run's `plan.json`: a difference outside
+    `plan.RESUMABLE` breaks exact resume and is refused (exit 2, naming the field) unless `force`.
+    A hand edit of `recipe.yaml` is found the same way (its plan against `plan.json`) and named as
+    such. Only then is anything written: `plan.json` when the plan changed, `recipe.yaml` when the
+    overrides changed it (a plain resume keeps its comments)."""
     run_dir = check_dir(Path(run_dir), "RUN_DIR").resolve()  # also: the run directory is writable
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "plan.json").is_file():
         raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
-    old = load_recipe(run_dir / "recipe.yaml")
-    saved = read_run_json(run_dir / "plan.json")
-    old_hash, saved_hash = build_plan(old)["hash"], saved.get("hash") if isinstance(saved, dict) else None
-    if old_hash != saved_hash:
-        raise UserError(f"{run_dir / 'recipe.yaml'} does not match {run_dir / 'plan.json'} (plan hash "
-                        f"{old_hash} vs {saved_hash}): the run directory was edited or damaged; restore both "
-                        "files", "RUN_DIR")
-    started = saved.get("resume_fields")  # absent in runs started before it existed
-    edited = changed_fields(started, resume_fields(old)) if isinstance(started, dict) else []
+    saved = read_run_plan(run_dir / "plan.json")
+    written = load_recipe(run_dir / "recipe.yaml")
+    _, edited = plan_changes(saved, compile_plan(written))
     if edited and not force:
         field, a, b = edited[0]
-        raise UserError(f"recipe.yaml was edited after the run started ({a!r} -> {b!r}), which breaks exact "
-                        f"resume; restore it, or pass the change as --set {field}=… --force", field)
+        raise UserError(f"recipe.yaml was edited after the run started ({shown(a)} -> {shown(b)}), which breaks "
+                        "exact resume; restore it, or pass --force to accept the change", field)
     recipe = load_recipe(run_dir / "recipe.yaml", list(overrides) + cli_overrides(**flags))
-    changes = changed_fields(old.model_dump(mode="json"), recipe.model_dump(mode="json"))
-    breaking = [c for c in changes if c[0].startswith(EXACTNESS_FIELDS)]
+    plan = compile_plan(recipe)
+    allowed, breaking = plan_changes(saved, plan)
     if breaking and not force:
         field, a, b = breaking[0]
-        raise UserError(f"changed from {a!r} to {b!r}; this breaks exact resume (pass --force to continue "
-                        "anyway)", field)
-    plan = build_plan(recipe, str(run_dir))
+        raise UserError(f"changed from {shown(a)} to {shown(b)}; this breaks exact resume (pass --force to "
+                        "continue anyway)", field)
     preflight(recipe)
     for name, is_dir in RUN_ENTRIES.items():
         if (run_dir / name).exists() and (run_dir / name).is_dir() != is_dir:
@@ -290,11 +248,11 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
     if why is not None:  # an explicit resume is the user's decision to try again
         print(f"mupctl: note: {why}; resuming from the newest checkpoint anyway", flush=True)
         os.replace(diverged, run_dir / "DIVERGED.prev.json")
-    for field, a, b in edited + changes:
-        print(f"mupctl: resume changes {field}: {a!r} -> {b!r}", flush=True)
-    if changes:
-        write_run_files(run_dir, recipe, plan)
-    elif json.loads(json.dumps(plan)) != saved:  # an older mupctl's, a moved run's, or damaged: recipe.yaml rules
-        write_plan(run_dir, plan)
-    run_torchrun(run_dir, plan["launch"]["argv"], recipe.launch.max_restarts)
+    for field, a, b in allowed + breaking:
+        print(f"mupctl: resume changes {field}: {shown(a)} -> {shown(b)}", flush=True)
+    if recipe != written:
+        atomic_write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    if allowed or breaking:
+        write_plan(run_dir / "plan.json", plan)
+    run_torchrun(run_dir, torchrun_argv(plan, run_dir), plan.launch.max_restarts)
     return run_dir

@@ -147,6 +147,8 @@ class TrainConfig(Section):
     eval_batches: int = Field(4, gt=0, description="global batches per validation pass (fixed val batches)")
     log_interval: int = Field(10, gt=0)
     telemetry_interval: int = Field(50, ge=0, description="steps between muP health rows; 0 disables")
+    deterministic: bool = Field(False, description="bit-identical reruns on the same GPU (deterministic "
+                                "algorithms, cuBLAS workspace, cuDNN, SDPA and Inductor choices); costs speed")
 
 
 class DataConfig(Section):
