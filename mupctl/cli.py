@@ -259,12 +259,45 @@ def tune(sweep_dir: str = typer.Argument(..., help="a sweep --out directory"),
         emit_json(tuned)
 
 
+@app.command("tune-base")
+def tune_base(recipe: Path = typer.Argument(..., help="recipe YAML (the target, or any size: it trains at its base shape)"),
+              set_: List[str] = SetOpt,
+              keys: str = typer.Option("optimizer.lr,model.init_std,scaling.alpha_out", "--keys",
+                                       help="positive real recipe keys to tune at the base shape, in this order"),
+              steps: int = typer.Option(..., "--steps", help="training steps of every cell"),
+              seeds: int = typer.Option(1, "--seeds"), rounds: int = typer.Option(2, "--rounds"),
+              points: int = typer.Option(5, "--points", help="grid points per sweep (odd)"),
+              work: str = typer.Option(..., "--work", help="directory for the sweeps and tune_base.json"),
+              out: str = typer.Option(..., "--out", help="target recipe path"),
+              target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
+              force: bool = typer.Option(False, "--force", help="overwrite --out"),
+              parallel: Optional[int] = typer.Option(None, "--parallel", help="cells at a time (default: one per GPU)"),
+              gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1"),
+              as_json: bool = JsonOpt):
+    """Tune several base hyperparameters at the base shape (coordinate descent), then emit the target recipe."""
+    from mupctl.diagnostics.coord_cli import parse_list
+    from mupctl.diagnostics.tune_base import tune_base as run
+    summary = run(recipe, set_, [k.strip() for k in keys.split(",")], steps, seeds, rounds, points,
+                  given_path(work, "--work"), given_file(out, "--out"), target, force, parallel=parallel,
+                  gpus=parse_list(gpus, int, "--gpus") if gpus else None)
+    warn(summary["warnings"])
+    print(f"wrote {summary['path']}: " + ", ".join(f"{k} = {v:.4g}" for k, v in summary["tuned"].items())
+          + f" (base val loss {summary['base_loss']:.4f}); check it with `mupctl plan {summary['path']}`",
+          file=sys.stderr)
+    if as_json:
+        emit_json(summary)
+
+
 def _emit(sweep_dir: Path, target: List[str], out: Path, force: bool, field: str = "--out") -> dict:
     from mupctl.diagnostics.tune import emit_recipe
     tuned = emit_recipe(sweep_dir, target, out, force, field)
     warn(tuned["warnings"])
     print(f"wrote {tuned['path']}: {tuned['lr_key']} = {tuned['lr']:.3g} (measured at size "
           f"{tuned['reference_size']}); check it with `mupctl plan {tuned['path']}`", file=sys.stderr)
+    if tuned["regret"]:
+        from mupctl.diagnostics.sweep_report import regret_text
+        print("tune:" + regret_text({"regret": tuned["regret"], "axis": tuned["axis"]}).removeprefix(";"),
+              file=sys.stderr)
     return tuned
 
 

@@ -31,9 +31,10 @@ from mupctl.errors import UserError
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
 
+# σ is pinned at 0.02: at width 32 the default 1/√32 ≈ 0.18 takes the logits' finite-width slope to 0.31
 RECIPE = """\
 name: tiny-mup
-model: {d_model: 32, n_layers: 2, n_heads: 2, seq_len: 64}
+model: {d_model: 32, n_layers: 2, n_heads: 2, seq_len: 64, init_std: 0.02}
 scaling: {recipe: mup, base: {d_model: 32}, readout_zero_init: true}
 optimizer: {name: adamw, lr: 3.0e-3}
 train: {steps: 10, global_batch: 8, micro_batch: 8, eval_interval: 0, eval_batches: 1, log_interval: 1,
@@ -301,12 +302,13 @@ def test_bad_baselines_are_refused_before_any_cell_runs(recipe, tmp_path):
 def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, sweep):
     out, report = sweep
     res = run_cli("sweep", recipe, "--widths", "32,64", "--lrs", ",".join(map(str, LRS)), "--steps", "10",
-                  "--out", out)
+                  "--out", out, "--baseline", "none", "--baseline-lrs", ",".join(map(str, BASELINE_LRS)))
     assert res.returncode == 0, res.stderr
-    cost = report["curves"][-1]["transfer_cost"]
-    assert "0 to run, 6 finished or diverged before" in res.stderr
+    cost, wide = report["curves"][-1]["transfer_cost"], report["regret"]["by_size"][-1]
+    assert "0 to run, 10 finished or diverged before" in res.stderr
     assert res.stdout.startswith(f"sweep: optimum shift {report['shift_octaves']:.2f} octaves; "
-                                 f"transfer cost at width 64: {cost:.4f} nats; ")
+                                 f"transfer cost at width 64: {cost:.4f} nats; regret vs none at width 64: "
+                                 f"{wide['regret']:+.4f} (own best {wide['regret_own']:+.4f}) at η₀ = ")
 
 
 def test_sweep_checks_the_target_values_before_any_cell_runs(recipe, tmp_path):
@@ -368,7 +370,8 @@ def test_sweep_skips_finished_cells_and_resumes_unfinished_ones(recipe, sweep):
     unfinished = cells / "w64-lr0.01-s0"  # as if killed before its first row: plan.json but no metrics
     (unfinished / "metrics.jsonl").unlink()
     assert not (unfinished / "checkpoints").exists()  # sweep cells run with checkpoint.interval 0
-    again = run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3)
+    again = run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3,
+                      baseline="none", baseline_lrs=BASELINE_LRS)
     assert again["counts"] == {"launched": 0, "resumed": 1, "skipped": 5, "done": 4, "diverged": 2, "failed": 0}
     assert {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in cells.iterdir()
             if d != unfinished} == {k: v for k, v in mtimes.items() if k != unfinished.name}
@@ -386,6 +389,9 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     assert plan["base"] == {"d_model": 32, "n_layers": 2, "d_head": 16} and plan["width_mult"] == 8
     assert plan["model"]["n_heads"] == 16 and plan["schedule"]["steps"] == 3000
     assert load_recipe(target).optimizer.lr == pytest.approx(opt["lr"])
+    assert info["regret"] == report["regret"]  # the sweep ran a baseline twin: tune reports its regret
+    regret_line = next(line for line in target.read_text().splitlines() if line.startswith("# regret vs none"))
+    assert regret_line.startswith(f"# regret vs none at width 64: {report['regret']['by_size'][-1]['regret']:+.4f}")
     with pytest.raises(UserError, match="^--out: .* exists"):
         emit_recipe(out, [], target)
     assert emit_recipe(out, [], target, force=True)["path"] == str(target)
@@ -458,3 +464,36 @@ def test_coord_check_trains_on_the_recipes_data(recipe, tmp_path):
     with pytest.raises(UserError, match="data.path"):
         run_coord_check(recipe, ["data.source=bin", f"data.path={tmp_path / 'missing'}"], out_dir=tmp_path / "x",
                         **common)
+
+
+def test_tune_base_tunes_each_key_at_the_base_shape_in_turn_and_emits_the_target(recipe, tmp_path):
+    from mupctl.diagnostics.tune_base import tune_base
+    work, target = tmp_path / "work", tmp_path / "big.yaml"
+    sets = ["model.d_model=64", "model.n_heads=4", "model.init_std=null"]  # σ starts from its default, 1/√32
+    summary = tune_base(recipe, sets, ["optimizer.lr", "model.init_std"],
+                        steps=4, seeds=1, rounds=1, points=3, work_dir=work, out_path=target,
+                        targets=["model.d_model=128"], parallel=3)
+    lr_row, sigma_row = summary["sweeps"]
+    assert summary["base"] == {"d_model": 32, "n_layers": 2, "d_head": 16}
+    assert any(v == pytest.approx(2 ** -2.5) for v in sigma_row["values"])  # the grid is centred on 1/√32
+    assert sigma_row["values"][1] / sigma_row["values"][0] == pytest.approx(2.0)  # one octave per point
+    assert summary["tuned"] == {"optimizer.lr": lr_row["optimum"]["lr"], "model.init_std": sigma_row["optimum"]["lr"]}
+    cell = next((work / "r1-model.init_std" / "cells").iterdir())
+    trained = load_recipe(cell / "recipe.yaml")  # the σ sweep ran at the base width with the tuned LR
+    assert trained.model.d_model == 32 and trained.optimizer.lr == pytest.approx(summary["tuned"]["optimizer.lr"])
+    plan = build_plan(load_recipe(target))
+    assert plan["width_mult"] == 4 and plan["base"] == summary["base"]
+    emb = next(t for t in plan["tensors"] if t["name"] == "tok_emb.weight")
+    assert emb["init_std"] == pytest.approx(summary["tuned"]["model.init_std"])  # σ is a base value: m⁰
+    assert json.loads((work / "tune_base.json").read_text())["tuned"] == summary["tuned"]
+    assert "| 1 | `model.init_std` |" in (work / "tune_base.md").read_text()
+    again = tune_base(recipe, sets, ["optimizer.lr", "model.init_std"], steps=4,
+                      seeds=1, rounds=1, points=3, work_dir=work, out_path=target, targets=[], force=True)
+    assert again["tuned"] == summary["tuned"]  # every cell was already there
+    for keys, points, message in ((["train.seed"], 3, "--keys: train.seed must be a positive real-valued"),
+                                  (["optimizer.lr", "optimizer.lr"], 3, "--keys: give each key once"),
+                                  (["optimizer.lr"], 4, "--points: must be odd")):
+        with pytest.raises(UserError, match=message):
+            tune_base(recipe, [], keys, steps=4, seeds=1, rounds=1, points=points, work_dir=tmp_path / "w2",
+                      out_path=tmp_path / "t2.yaml", targets=[])
+    assert not (tmp_path / "t2.yaml").exists()

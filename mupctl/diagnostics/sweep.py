@@ -81,15 +81,25 @@ def baseline_overrides(proxy, baseline: str) -> list[str]:
     return [f"scaling.recipe={baseline}", "scaling.depth_alpha=null"]
 
 
+def check_swept_key(recipe_path, overrides: list[str], key: str) -> None:
+    """The swept key must be a real-valued recipe field (one that may default to None, such as
+    model.init_std, counts): setting it to 0.5 must load and read back 0.5."""
+    try:
+        probe = get_dotted(load_recipe(recipe_path, list(overrides) + [f"{key}=0.5"]).model_dump(), key)
+    except UserError:
+        probe = None
+    if type(probe) is not float:
+        swept = get_dotted(load_recipe(recipe_path, overrides).model_dump(), key)
+        raise UserError(f"{key} is not a real-valued recipe field (got {swept!r}); give optimizer.lr, "
+                        "optimizer.muon.lr or another float such as optimizer.eps", "--lr-key")
+
+
 def prepare(spec: SweepSpec, launch: bool = True) -> dict:
     """Validate one sweep and plan its cells (nothing runs or is written); `launch`: also the checks
     that need the machine and the data (`preflight`)."""
     proxy = load_recipe(spec.recipe_path, spec.overrides)
     lr_key = spec.lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
-    swept = get_dotted(proxy.model_dump(), lr_key)
-    if type(swept) is not float:
-        raise UserError(f"{lr_key} is not a real-valued recipe field (got {swept!r}); give optimizer.lr, "
-                        "optimizer.muon.lr or another float such as optimizer.eps", "--lr-key")
+    check_swept_key(spec.recipe_path, spec.overrides, lr_key)
     cells, first = plan_cells(spec.recipe_path, spec.overrides, proxy, spec.axis, spec.sizes, spec.lrs,
                               spec.seeds, spec.steps, lr_key, spec.out)
     tokens = preflight(first).train_tokens if launch else None

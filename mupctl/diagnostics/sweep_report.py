@@ -100,10 +100,12 @@ def regret_lines(report: dict) -> list[str]:
 
 
 def regret_text(report: dict) -> str:
-    """'; regret vs none at width 2048: +0.0031 (own best +0.0012)' for the CLI, or '' without a baseline."""
+    """'; regret vs none at width 2048: +0.0031 (own best +0.0012) at η₀ = 0.002 tuned at width 256'
+    for the CLI and the emitted recipe, or '' without a baseline."""
     reg = report.get("regret")
     if not reg:
         return ""
     last = reg["by_size"][-1]
     return (f"; regret vs {reg['baseline']} at {report['axis']} {last['size']}: {_num(last['regret'], True)} "
-            f"(own best {_num(last['regret_own'], True)})")
+            f"(own best {_num(last['regret_own'], True)}) at η₀ = {_lr(reg['reference_lr'])} tuned at "
+            f"{report['axis']} {reg['reference_size']}")

@@ -34,7 +34,7 @@ def fit_optimum(lrs: list[float], losses: list[float]) -> dict:
     vertex = -b / (2 * a) if a > 0 else math.nan
     if not xs[i - 1] <= vertex <= xs[i + 1]:
         return grid
-    return {"lr": 2.0 ** vertex, "log2_lr": float(vertex), "loss": float(a * vertex ** 2 + b * vertex + c),
+    return {"lr": float(2.0 ** vertex), "log2_lr": float(vertex), "loss": float(a * vertex ** 2 + b * vertex + c),
             "at_edge": False, "fit": "parabola"}
 
 

@@ -17,12 +17,13 @@ The emitted recipe is the sweep's proxy recipe (the recipe plus the sweep's `--s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from mupctl.diagnostics.sweep_report import memorization_warning
+import yaml
+
+from mupctl.diagnostics.sweep_report import memorization_warning, regret_text
 from mupctl.errors import UserError
-from mupctl.paths import check_file
+from mupctl.paths import atomic_write, check_file
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
 from mupctl.recipe.load import apply_overrides
@@ -119,14 +120,15 @@ def caveats(report: dict, opt: dict) -> list[str]:
                    "sizes to check it")
     if report.get("val_rose", {}).get("cells"):  # absent in sweep.json files written before it existed
         out.append(memorization_warning(report))
-    train, model = report["proxy_recipe"]["train"], report["proxy_recipe"]["model"]
-    small = [f"{k} {v} < {SIGNAL[k]}" for k, v in ((report["axis"], report["reference_size"]),
-                                                     ("global_batch", train["global_batch"]),
-                                                     ("seq_len", model["seq_len"]), ("steps", report["steps"]))
-             if v < SIGNAL[k]]
-    if small:
-        out.append(f"small proxy ({', '.join(small)}): optima are loose below these (Tensor Programs V)")
-    return out
+    return out + small_proxy(report["axis"], report["reference_size"], report["proxy_recipe"], report["steps"])
+
+
+def small_proxy(axis: str, size: int, proxy_raw: dict, steps: int) -> list[str]:
+    """The caveat of a proxy below Tensor Programs V's signal sizes (`SIGNAL`), or none."""
+    train, model = proxy_raw["train"], proxy_raw["model"]
+    small = [f"{k} {v} < {SIGNAL[k]}" for k, v in ((axis, size), ("global_batch", train["global_batch"]),
+                                                     ("seq_len", model["seq_len"]), ("steps", steps)) if v < SIGNAL[k]]
+    return [f"small proxy ({', '.join(small)}): optima are loose below these (Tensor Programs V)"] if small else []
 
 
 def depth_caveats(report: dict, target) -> list[str]:
@@ -148,10 +150,20 @@ def depth_caveats(report: dict, target) -> list[str]:
     return []
 
 
+def write_target(out: Path, header: list[str], recipe) -> None:
+    """The target recipe file: the comment header, then the recipe as YAML; the text must load and
+    plan again before it replaces `out` (atomically)."""
+    text = "\n".join(header) + "\n" + recipe_to_yaml(recipe)
+    build_plan(load_recipe(raw=yaml.safe_load(text)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, text)
+
+
 def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = False, field: str = "--out") -> dict:
     """Write the target recipe (module docstring) to out_path after checking that it loads and plans;
     never overwrite an existing file unless `force`. Returns {"path", "lr_key", "lr", "reference_size",
-    "axis", "base", "shift_octaves", "at_edge", "warnings"}."""
+    "axis", "base", "shift_octaves", "at_edge", "warnings", "regret"} (regret: the sweep's `regret`
+    against its baseline twin, None for a sweep without --baseline; also written into the header)."""
     out = check_target(out_path, force, target_overrides, field)
     report = read_sweep(sweep)
     try:  # a sweep.json edited by hand or written by something else fails here, as bad input
@@ -169,18 +181,12 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
                   f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
                   f"{report['reference_size']} ({opt['fit']} fit); optimum shift across sizes: {shift}.",
                   *(f"# warning: {w}" for w in warnings)]
+        if report.get("regret"):
+            header.insert(2, "#" + regret_text(report).removeprefix(";") + " (sweep.md has every size)")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, StopIteration) as exc:
         raise UserError(f"{sweep} holds a sweep report this mupctl cannot read ({type(exc).__name__}: {exc}); "
                         "rerun `mupctl sweep` with the same --out to rewrite it", "SWEEP_DIR") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(header) + "\n" + recipe_to_yaml(recipe))
-    try:
-        build_plan(load_recipe(tmp))
-    except Exception:
-        tmp.unlink()
-        raise
-    os.replace(tmp, out)
+    write_target(out, header, recipe)
     return {"path": str(out), "lr_key": report["lr_key"], "lr": opt["lr"], "reference_size": report["reference_size"],
             "axis": report["axis"], "base": report["base"], "shift_octaves": report["shift_octaves"],
-            "at_edge": opt["at_edge"], "warnings": warnings}
+            "at_edge": opt["at_edge"], "warnings": warnings, "regret": report.get("regret")}

@@ -52,7 +52,8 @@ class ModelConfig(Section):
     rope_theta: float = Field(10000.0, gt=0)
     bias: bool = Field(False, description="biases in linear layers (and LayerNorm)")
     norm_eps: float = Field(1e-5, gt=0)
-    init_std: float = Field(0.02, gt=0, description="sigma: base init std tuned at the base shape")
+    init_std: Optional[float] = Field(
+        None, gt=0, le=1e3, description="sigma: base init std tuned at the base shape; default 1/sqrt(base d_model)")
 
 
 class BaseShape(Section):

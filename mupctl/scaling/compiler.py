@@ -74,23 +74,31 @@ def base_weight_decay(opt) -> float:
     return 0.1 if opt.name in ("adamw", "muon") else 0.0
 
 
-def base_value(recipe, fam: str, role: str, quantity: str, base_layers: int) -> float | None:
+def base_value(recipe, fam: str, role: str, quantity: str, base: dict) -> float | None:
     """The value tuned at the base shape, before any width/depth multiplier: the rule's base
     (`rule_base`) times the role's constant factor `scaling.<lr|init|wd|eps>_mult.<role>`."""
-    value = rule_base(recipe, fam, role, quantity, base_layers)
+    value = rule_base(recipe, fam, role, quantity, base)
     factor = getattr(getattr(recipe.scaling, ROLE_FACTOR[quantity]), role)
     return None if value is None else value * factor
 
 
-def rule_base(recipe, fam: str, role: str, quantity: str, base_layers: int) -> float | None:
+def base_init_std(recipe, base: dict) -> float:
+    """σ: `model.init_std`, or by default 1/√(base d_model), the LeCun/fan-in init of a hidden matrix at
+    the base shape (Tensor Programs V Table 3: hidden init variance ∝ 1/fan_in). A fixed σ such as
+    GPT-2's 0.02 is ~1/√2500: at a 256-wide base it is 3× too small, and μP carries that to every
+    width while SP's fixed σ drifts towards 1/√fan_in as it widens (docs/results round 14)."""
+    return recipe.model.init_std if recipe.model.init_std is not None else 1 / math.sqrt(base["d_model"])
+
+
+def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float | None:
     """The base value of one role and quantity as the recipe gives it (σ, η, ε, wd)."""
-    opt, sigma = recipe.optimizer, recipe.model.init_std
+    opt, sigma = recipe.optimizer, base_init_std(recipe, base)
     if quantity == "init_std":
         if role == "vector":
             return 0.0
         if role == "output" and recipe.scaling.readout_zero_init:
             return 0.0
-        return sigma / math.sqrt(2 * base_layers) if role == "hidden_out" else sigma
+        return sigma / math.sqrt(2 * base["n_layers"]) if role == "hidden_out" else sigma
     if quantity == "lr":
         return opt.muon.lr if fam.startswith("muon") else opt.lr
     if quantity == "eps":
@@ -116,14 +124,14 @@ def depth_alpha(recipe) -> float | None:
     return 1.0 if recipe.scaling.depth_alpha is None else recipe.scaling.depth_alpha
 
 
-def policy(recipe, role: str, in_branch: bool, ndim: int, m: float, lam: float, base_layers: int) -> dict:
+def policy(recipe, role: str, in_branch: bool, ndim: int, m: float, lam: float, base: dict) -> dict:
     """Values and exponents of every quantity for one (role, in_branch, ndim)."""
     fam = family(recipe.optimizer.name, role, ndim, recipe.optimizer.muon.adjust_lr_fn)
     out: dict = {"optimizer": _optimizer_name(recipe, fam), "exponents": {}}
     alpha = depth_alpha(recipe) or 1.0
     for q in QUANTITIES:
         a, b = exponents(recipe.scaling.recipe, fam, role, in_branch, q, alpha)
-        out[q] = scale(base_value(recipe, fam, role, q, base_layers), a, b, m, lam)
+        out[q] = scale(base_value(recipe, fam, role, q, base), a, b, m, lam)
         out["exponents"][q] = {"m": a, "lambda": b}
     return out
 
@@ -169,7 +177,7 @@ def compile_policy(recipe) -> dict:
 
     tensors = []
     for spec in specs:
-        pol = policy(recipe, spec.role, spec.in_branch, len(spec.shape), m, lam, base["n_layers"])
+        pol = policy(recipe, spec.role, spec.in_branch, len(spec.shape), m, lam, base)
         tensors.append({
             "name": spec.name, "shape": list(spec.shape), "role": spec.role, "in_branch": spec.in_branch,
             "init": spec.init, "init_std": pol["init_std"], "zero_rows": spec.zero_rows,
@@ -180,9 +188,9 @@ def compile_policy(recipe) -> dict:
     roles = {}
     for role in ROLES:
         in_branch = role in ("hidden", "hidden_out", "vector")
-        entry = policy(recipe, role, in_branch, 1 if role == "vector" else 2, m, lam, base["n_layers"])
+        entry = policy(recipe, role, in_branch, 1 if role == "vector" else 2, m, lam, base)
         entry["tensors"] = sum(1 for t in specs if t.role == role)
-        outside = policy(recipe, role, False, 1, m, lam, base["n_layers"]) if role == "vector" else None
+        outside = policy(recipe, role, False, 1, m, lam, base) if role == "vector" else None
         if outside and any(outside[q] != entry[q] for q in QUANTITIES):
             entry["outside_branch"] = {q: outside[q] for q in QUANTITIES} | {"exponents": outside["exponents"]}
         roles[role] = entry
