@@ -302,8 +302,8 @@ def run_anchor(shape, a, device, Anchor, rows):
                                         n_head=max(1, d // 64), n_embd=d, dropout=0.0,
                                         bias=bool(a.anchor_bias))).to(device)
     n = sum(p.numel() for p in model.parameters())  # all parameters, the tied wte/lm_head weight once
-    m = SimpleNamespace(d_model=d, n_layers=layers, seq_len=a.seq_len, vocab_size=a.vocab)
-    plan = SimpleNamespace(model=m, summary={"params": n, "flops_per_token": flops_per_token(m, n)})
+    dims = SimpleNamespace(d_model=d, n_layers=layers, seq_len=a.seq_len, vocab_size=a.vocab)
+    plan = SimpleNamespace(model=dims, summary={"params": n, "flops_per_token": flops_per_token(dims, n)})
     maybe_compile(model, a)
     batches = synthetic_batches(plan, a, device)
     if device.type == "cuda":

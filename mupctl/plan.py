@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from math import prod
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict
 
-from mupctl.architecture import derive_shape, flops_per_token
+from mupctl.architecture import Shape, derive_shape, flops_per_token
 from mupctl.recipe.schema import (CheckpointConfig, DataConfig, LaunchConfig, LoggingConfig, MuonConfig,
                                   ScheduleConfig, TrainConfig)
 from mupctl.scaling import compile_policy
@@ -47,17 +47,11 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelShape(Frozen):
-    """The model the plan describes: derived dimensions and the architecture switches."""
+@dataclass(frozen=True)
+class ModelShape(Shape):
+    """The model the plan describes: the derived dimensions (`architecture.Shape`) and the
+    architecture switches."""
 
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_ff: int
-    vocab_size: int
-    seq_len: int
     activation: Literal["swiglu", "gelu"]
     norm: Literal["rmsnorm", "layernorm"]
     position: Literal["rope", "learned"]

@@ -49,7 +49,7 @@ def invoke(*args, cwd=None, env=None):
     out = SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
     if result.exception is not None and not isinstance(result.exception, SystemExit):  # escaped Mupctl.main
         raise AssertionError(f"mupctl {' '.join(map(str, args))} raised") from result.exception
-    if result.exit_code:  # a failed run's frames (and the run directory lock they hold) go now
+    if result.exit_code == 1:  # a failed run's frames hold its run directory lock (in a cycle): free them
         del result
         gc.collect()
     return out

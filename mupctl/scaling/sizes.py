@@ -32,18 +32,18 @@ def size_overrides(recipe, axis: str, size: int, field: str | None = None) -> li
     does not keep the head size whole is a `UserError` naming `field` (default the axis flag)."""
     if axis == "depth":
         return [f"model.n_layers={size}"]
-    m = recipe.model
-    d_head = m.d_model // m.n_heads
+    model = recipe.model
+    d_head = model.d_model // model.n_heads
     heads = size // d_head
-    kv, ff = m.n_kv_heads, m.d_ff
-    if size % d_head or (kv and heads * kv % m.n_heads) or (ff and ff * size % m.d_model):
+    kv, ff = model.n_kv_heads, model.d_ff
+    if size % d_head or (kv and heads * kv % model.n_heads) or (ff and ff * size % model.d_model):
         raise UserError(f"width {size} must be a multiple of the head size {d_head} (and keep the recipe's "
                         "n_kv_heads and d_ff ratios whole)", field or AXIS_FLAG[axis])
     out = [f"model.d_model={size}", f"model.n_heads={heads}"]
     if kv:
-        out.append(f"model.n_kv_heads={heads * kv // m.n_heads}")
+        out.append(f"model.n_kv_heads={heads * kv // model.n_heads}")
     if ff:
-        out.append(f"model.d_ff={ff * size // m.d_model}")
+        out.append(f"model.d_ff={ff * size // model.d_model}")
     return out
 
 
