@@ -3,8 +3,9 @@ depth under depth_mup, and visibly not flat without them. The Δ-from-init roles
 h_t(x₀) − h_0(x₀) on the step-0 batch) are 0 at step 0, match an independent computation, and
 across depth are flat under depth_mup (L branch updates × 1/L) but grow ≈ ∝ L under mup (slope ≈ +1).
 
-Setup shared by all checks: 2 layers (width checks) or width 64 (depth checks), batch 4 × 32 byte
-tokens of the embedded corpus, 5 optimizer steps at the recipe's default AdamW LR 3e-3 (SGD: 0.1),
+Setup shared by all checks: 2 layers (width checks) or width 64 (depth checks), base σ 0.02 (pinned:
+the measured slopes below were taken with it, before the default became 1/√(base d_model)), batch
+4 × 32 byte tokens of the embedded corpus, 5 optimizer steps at the recipe's default AdamW LR 3e-3 (SGD: 0.1),
 slopes fitted from step 2 on. `readout_zero_init` is on: with a non-zero readout the logits at
 step 2 are still dominated by their init term, which shrinks as m^-1/2 by design, and at widths
 64-128 a finite-width effect adds up to -0.3 (it fades above width 256; docs/model.md has the numbers).
@@ -32,7 +33,7 @@ THRESHOLD = 0.15
 
 
 def recipe_plan(recipe, d_model=64, n_layers=2, optimizer=None, readout_zero_init=True):
-    raw = {"model": {"d_model": d_model, "n_layers": n_layers, "n_heads": 4, "seq_len": 64},
+    raw = {"model": {"d_model": d_model, "n_layers": n_layers, "n_heads": 4, "seq_len": 64, "init_std": 0.02},
            "scaling": {"recipe": recipe, "base": {"d_model": 64, "n_layers": 2, "d_head": 16},
                        "readout_zero_init": readout_zero_init},
            "optimizer": optimizer or {"name": "adamw", "lr": 3e-3}}
