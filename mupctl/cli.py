@@ -160,6 +160,42 @@ def resume(run_dir: str = typer.Argument(..., help="a run directory made by `mup
                   nproc_per_node=nproc_per_node)
 
 
+StepOpt = typer.Option(None, "--step", help="checkpoint step (default: the newest readable one)")
+
+
+@app.command()
+def export(run_dir: str = typer.Argument(..., help="a run directory made by `mupctl train`"),
+           step: Optional[int] = StepOpt,
+           fmt: str = typer.Option(..., "--format", help="hf: a Hugging Face transformers model directory"),
+           out: str = typer.Option(..., "--out", help="output directory"),
+           dtype: str = typer.Option("fp32", "--dtype", help="fp32 | bf16"),
+           force: bool = typer.Option(False, "--force", help="replace a non-empty --out"), as_json: bool = JsonOpt):
+    """Export a checkpoint with its muP multipliers folded into the weights (LlamaForCausalLM or GPT2LMHeadModel)."""
+    from mupctl.export import export_hf
+    done = export_hf(given_path(run_dir, "RUN_DIR"), given_path(out, "--out"), step, dtype, force, fmt)
+    if as_json:
+        emit_json(done)
+    else:
+        print(f"wrote {done['out']}: {done['architecture']} from step {done['step']} ({done['dtype']}"
+              f"{', tokenizer ' + done['tokenizer'] if done['tokenizer'] else ', no tokenizer'})")
+
+
+@app.command("eval")
+def eval_(run_dir: str = typer.Argument(..., help="a run directory made by `mupctl train`"),
+          step: Optional[int] = StepOpt,
+          text: Optional[str] = typer.Option(None, "--text", help="a UTF-8 text file (the run's tokenizer)"),
+          data: Optional[str] = typer.Option(None, "--data", help="a `data prepare` directory: its val.bin"),
+          as_json: bool = JsonOpt):
+    """Loss of a checkpoint on held-out text: mean next-token cross-entropy over windows of seq_len + 1."""
+    from mupctl.heldout import evaluate
+    result = evaluate(given_path(run_dir, "RUN_DIR"), step, given_path(text, "--text"), given_path(data, "--data"))
+    if as_json:
+        emit_json(result)
+    else:
+        bpb = f", {result['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in result else ""
+        print(f"step {result['step']}: loss {result['loss']:.4f} nats over {result['tokens']:,} tokens{bpb}")
+
+
 @data_app.command("prepare")
 def data_prepare(inputs: List[Path] = typer.Argument(..., help="text files or directories of .txt files"),
                  out: str = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),

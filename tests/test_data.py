@@ -13,6 +13,7 @@ import torch
 from mupctl.data import ByteTokenizer, TokenData, load_text, load_tokenizer, open_data, prepare
 from mupctl.data.corpus import FILENAME, build_corpus, load_tokens
 from mupctl.data.prepare import token_dtype
+from helpers.bpe import train_bpe
 from mupctl.errors import UserError
 
 
@@ -138,16 +139,8 @@ def test_byte_tokenizer_round_trip_and_replacement():
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(tmp_path_factory):
-    tokenizers = pytest.importorskip("tokenizers")
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(load_text()[:20_000].splitlines(), trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
-    return path
+    pytest.importorskip("tokenizers")
+    return train_bpe(tmp_path_factory.mktemp("tok") / "tokenizer.json")
 
 
 def test_hf_tokenizer_round_trip(hf_tokenizer):

@@ -1,11 +1,13 @@
 """Tokenizers: UTF-8 bytes (the default, vocab 256) or a local HuggingFace `tokenizer.json`.
 
 Both expose `vocab_size`, `name` (recorded in meta.json), `encode(str) -> np.ndarray` and
-`decode(ids) -> str`.
+`decode(ids) -> str`. `data_tokenizer` tells which one a run's data was made with;
+`byte_tokenizer_json` is the byte tokenizer as a HuggingFace tokenizer (for `mupctl export`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -59,3 +61,45 @@ def load_tokenizer(path: str | Path | None) -> ByteTokenizer | HFTokenizer:
     if not p.is_file():
         raise UserError(f"no such file: {path} (expected a HuggingFace tokenizer.json)", FIELD)
     return HFTokenizer(p)
+
+
+def data_tokenizer(data) -> str | None:
+    """The `name` of the tokenizer a run's data (the plan's `data` section) was made with: "bytes" for the
+    embedded corpus, meta.json's "tokenizer" for bin shards ("bytes" or a tokenizer.json path), None for
+    synthetic tokens or shards whose meta.json cannot be read."""
+    if data.source == "embedded":
+        return ByteTokenizer.name
+    if data.source != "bin" or not data.path:
+        return None
+    try:
+        name = json.loads((Path(data.path).expanduser() / "meta.json").read_text()).get("tokenizer")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def gpt2_byte_chars() -> list[str]:
+    """GPT-2's printable stand-in for each byte 0..255 (`bytes_to_unicode`), the alphabet of
+    HuggingFace's ByteLevel pre-tokenizer: printable Latin-1 bytes stand for themselves, the other 68
+    map to U+0100 onwards in byte order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def byte_tokenizer_json():
+    """`ByteTokenizer` as a `tokenizers.Tokenizer` (token id = byte value, nothing added): a BPE with the
+    256 ByteLevel characters as its vocabulary in byte order and no merges, behind a ByteLevel
+    pre-tokenizer without regex splitting or prefix space; decoding is ByteLevel's (invalid UTF-8 →
+    U+FFFD)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    tok = Tokenizer(models.BPE(vocab={c: b for b, c in enumerate(gpt2_byte_chars())}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
