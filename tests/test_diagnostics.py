@@ -390,6 +390,7 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     assert plan["model"]["n_heads"] == 16 and plan["schedule"]["steps"] == 3000
     assert load_recipe(target).optimizer.lr == pytest.approx(opt["lr"])
     assert info["regret"] == report["regret"]  # the sweep ran a baseline twin: tune reports its regret
+    assert any(w.startswith("model.init_std 0.02 is 0.11x the base's fan-in scale 1/sqrt(32)") for w in info["warnings"])
     regret_line = next(line for line in target.read_text().splitlines() if line.startswith("# regret vs none"))
     assert regret_line.startswith(f"# regret vs none at width 64: {report['regret']['by_size'][-1]['regret']:+.4f}")
     with pytest.raises(UserError, match="^--out: .* exists"):

@@ -120,7 +120,19 @@ def caveats(report: dict, opt: dict) -> list[str]:
                    "sizes to check it")
     if report.get("val_rose", {}).get("cells"):  # absent in sweep.json files written before it existed
         out.append(memorization_warning(report))
-    return out + small_proxy(report["axis"], report["reference_size"], report["proxy_recipe"], report["steps"])
+    return out + small_proxy(report["axis"], report["reference_size"], report["proxy_recipe"], report["steps"]) \
+        + untuned_init(report["proxy_recipe"], report["base"])
+
+
+def untuned_init(proxy_raw: dict, base: dict) -> list[str]:
+    """A σ more than 2× away from the base's fan-in scale 1/√(base d_model) (e.g. GPT-2's 0.02 at a 256-wide
+    base) was most likely not tuned there; μP carries it to every width (docs/results round 14)."""
+    sigma, lecun = proxy_raw["model"]["init_std"], base["d_model"] ** -0.5
+    if sigma is None or 0.5 <= sigma / lecun <= 2:
+        return []
+    return [f"model.init_std {sigma:g} is {sigma / lecun:.2g}x the base's fan-in scale 1/sqrt({base['d_model']}) = "
+            f"{lecun:.3g}: unless it was tuned at the base, tune it there (mupctl tune-base), since mup carries the "
+            "base init to every width"]
 
 
 def small_proxy(axis: str, size: int, proxy_raw: dict, steps: int) -> list[str]:
