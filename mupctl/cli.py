@@ -197,17 +197,24 @@ def eval_(run_dir: str = typer.Argument(..., help="a run directory made by `mupc
 
 
 @data_app.command("prepare")
-def data_prepare(inputs: List[Path] = typer.Argument(..., help="text files or directories of .txt files"),
+def data_prepare(inputs: List[Path] = typer.Argument(..., help=".txt, .jsonl, .jsonl.gz or .parquet files, or "
+                                                                "directories of them"),
                  out: str = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),
                  tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a local tokenizer.json "
                                                                                     "(default: bytes)"),
-                 val_fraction: float = typer.Option(0.05, "--val-fraction"), as_json: bool = JsonOpt):
+                 val_fraction: float = typer.Option(0.05, "--val-fraction"),
+                 text_field: str = typer.Option("text", "--text-field", help="JSONL field / Parquet column of the text"),
+                 workers: Optional[int] = typer.Option(None, "--workers", help="tokenizing processes (default: CPUs)"),
+                 separator: str = typer.Option("\n\n", "--separator", help="text after every JSONL/Parquet record"),
+                 force: bool = typer.Option(False, "--force", help="replace a dataset already in --out"),
+                 as_json: bool = JsonOpt):
     """Tokenize text into .bin shards for `data.source: bin`."""
     from mupctl.data import prepare
     out = given_path(out, "--out")
     tokenizer = given_path(tokenizer, "--tokenizer")
     meta = prepare([str(p) for p in inputs], out, tokenizer=str(tokenizer) if tokenizer else None,
-                   val_fraction=val_fraction)
+                   val_fraction=val_fraction, text_field=text_field, workers=workers, separator=separator,
+                   force=force)
     if as_json:
         emit_json(meta)
     else:

@@ -1,8 +1,13 @@
 """The data layer: embedded corpus, tokenizers, .bin shards, deterministic sampling."""
 
 import gzip
+import io
 import json
+import re
+import signal
+import subprocess
 import sys
+import time
 from importlib import resources
 from types import SimpleNamespace
 
@@ -12,7 +17,9 @@ import torch
 
 from mupctl.data import ByteTokenizer, TokenData, load_text, load_tokenizer, open_data, prepare
 from mupctl.data.corpus import FILENAME, build_corpus, load_tokens
+from mupctl.data import formats
 from mupctl.data.prepare import token_dtype
+from mupctl.data.progress import Progress
 from helpers.bpe import train_bpe
 from mupctl.errors import UserError
 
@@ -238,16 +245,19 @@ def test_prepare_user_errors_leave_outputs_untouched(texts, tmp_path):
     empty.write_text("")
     user_error("INPUT", prepare, [], out)
     user_error("INPUT", prepare, [tmp_path / "missing.txt"], out)
-    user_error("INPUT", prepare, [empty], out)
+    assert "already holds a dataset (meta.json, train.bin, val.bin); pass --force" in \
+        user_error("--out", prepare, [root / "a.txt"], out)
+    user_error("INPUT", prepare, [empty], out, force=True)  # errors found while tokenizing: force replaces nothing
     (tmp_path / "no_txt").mkdir()
     user_error("INPUT", prepare, [tmp_path / "no_txt"], out)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
-    user_error("INPUT", prepare, [latin1], out)
+    assert "is not UTF-8 text (unexpected end of data at byte 3)" in user_error("INPUT", prepare, [latin1], out,
+                                                                                   force=True)
     user_error("--val-fraction", prepare, [root / "a.txt"], out, val_fraction=1.5)
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("ab")
-    user_error("--val-fraction", prepare, [tiny], out, val_fraction=0.1)
+    user_error("--val-fraction", prepare, [tiny], out, val_fraction=0.1, force=True)
     user_error("--out", prepare, [root / "a.txt"], root / "a.txt")
     user_error("--tokenizer", prepare, [root / "a.txt"], out, tokenizer=str(tmp_path / "nope.json"))
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
@@ -268,3 +278,191 @@ def test_bin_user_errors(tmp_path):
     (tmp_path / "val.bin").write_bytes(b"")
     user_error("model.seq_len", open_data, cfg("bin", str(tmp_path)), vocab_size=256, seq_len=8, seed=0)
     user_error("data.source", open_data, cfg("s3"), vocab_size=256, seq_len=8, seed=0)
+
+
+# --- prepare: JSONL, Parquet, workers, progress, interruption ----------------------------------
+
+def records(n=40, offset=0):
+    """n JSONL records of real text (with other fields, blank lines, an empty text) and their texts."""
+    text = load_text()
+    docs = [text[offset + 500 * i: offset + 500 * i + 80 + 7 * i] for i in range(n)]
+    lines = [json.dumps({"id": i, "content": d, "meta": {"len": len(d)}}) for i, d in enumerate(docs)]
+    lines.insert(5, "")
+    lines.append(json.dumps({"id": n, "content": ""}))  # empty: contributes nothing, not even a separator
+    return "\n".join(lines) + "\n", docs
+
+
+def joined(docs, sep="\n\n"):
+    return "".join(d + sep for d in docs)
+
+
+def test_jsonl_gz_and_parquet_give_the_documents_and_the_same_shards(tmp_path):
+    body, docs = records()
+    other_body, other_docs = records(10, offset=100_000)
+    (tmp_path / "a.jsonl").write_text(body)
+    (tmp_path / "b.jsonl").write_text(other_body)
+    meta = prepare([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "out", text_field="content",
+                   val_fraction=0.1)
+    parts = [joined(docs).encode(), joined(other_docs).encode()]  # bytes tokenizer: each file's tail to val
+    cuts = [len(p) - int(len(p) * 0.1) for p in parts]
+    assert read_bin(tmp_path / "out", "train", meta).tobytes() == b"".join(
+        np.frombuffer(p[:c], np.uint8).astype("<u2").tobytes() for p, c in zip(parts, cuts))
+    assert bytes(read_bin(tmp_path / "out", "val", meta).tolist()) == b"".join(p[c:] for p, c in zip(parts, cuts))
+
+    (tmp_path / "gz").mkdir()
+    with gzip.open(tmp_path / "gz" / "a.jsonl.gz", "wt") as f:
+        f.write(body)
+    (tmp_path / "gz" / "b.jsonl").write_text(other_body)
+    prepare([tmp_path / "gz"], tmp_path / "out-gz", text_field="content", val_fraction=0.1)  # a directory
+    assert shards(tmp_path / "out-gz") == shards(tmp_path / "out")
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    (tmp_path / "pq").mkdir()
+    for name, texts in (("a", docs + [""]), ("b", other_docs)):
+        pq.write_table(pa.table({"content": texts, "n": list(range(len(texts)))}), tmp_path / "pq" / f"{name}.parquet",
+                       row_group_size=7)
+    prepare([tmp_path / "pq"], tmp_path / "out-pq", text_field="content", val_fraction=0.1)
+    assert shards(tmp_path / "out-pq") == shards(tmp_path / "out")
+
+
+def shards(out):
+    return {name: (out / name).read_bytes() for name in ("train.bin", "val.bin")}
+
+
+def test_separator_and_text_field_flags(tmp_path, cli):
+    body, docs = records(5)
+    (tmp_path / "a.jsonl").write_text(body.replace('"content"', '"text"'))
+    res = cli("data", "prepare", tmp_path / "a.jsonl", "--out", tmp_path / "out", "--separator", "<|end|>",
+              "--val-fraction", "0.5", "--json")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads(res.stdout)
+    data = read_bin(tmp_path / "out", "train", meta).tobytes() + read_bin(tmp_path / "out", "val", meta).tobytes()
+    assert bytes(np.frombuffer(data, "<u2").tolist()).decode() == joined(docs, "<|end|>")
+
+
+def test_workers_give_byte_identical_shards(tmp_path, hf_tokenizer, monkeypatch):
+    """Inputs of several pieces each (64 KiB here), through 1 and 2 processes, with bytes and a BPE; a
+    text file cut into pieces tokenizes as the whole file does (cuts fall where ByteLevel splits anyway)."""
+    monkeypatch.setattr(formats, "PIECE_BYTES", 1 << 16)
+    text = load_text()[:300_000]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text(text)
+    (tmp_path / "in" / "b.jsonl").write_text("".join(json.dumps({"text": text[i:i + 3000]}) + "\n"
+                                                     for i in range(0, len(text), 1500)))
+    for tokenizer in (None, str(hf_tokenizer)):
+        one = prepare([tmp_path / "in"], tmp_path / "one", tokenizer, workers=1, force=True)
+        two = prepare([tmp_path / "in"], tmp_path / "two", tokenizer, workers=2, force=True)
+        assert one == two and shards(tmp_path / "one") == shards(tmp_path / "two")
+    pieces = list(formats.read_pieces(tmp_path / "in" / "a.txt", 0, "text"))
+    assert len(pieces) >= 4 and all(p.data.endswith(b"\n") for p in pieces[:-1])
+    whole = load_tokenizer(str(hf_tokenizer)).encode(text)
+    cut = len(whole) - int(len(whole) * 0.05)
+    assert read_bin(tmp_path / "two", "train", two)[:cut].tolist() == whole[:cut].tolist()
+
+
+@pytest.mark.parametrize("content, name, field, words", [
+    ('{"text": "a"}\n{"text": "b"\n', "x.jsonl", "INPUT", "x.jsonl:2: not a JSON line"),
+    ('{"text": "a"}\n\n[1, 2]\n', "x.jsonl", "INPUT", "x.jsonl:3: a JSON list, not an object"),
+    ('{"text": "a"}\n{"body": "b"}\n', "x.jsonl", "--text-field", "x.jsonl:2: the record has no field 'text'"),
+    ('{"text": null}\n', "x.jsonl", "--text-field", "x.jsonl:1: the record has NoneType in field 'text'"),
+    ("not gzip", "x.jsonl.gz", "INPUT", "x.jsonl.gz is not a valid gzip file"),
+    ("text", "x.txt.gz", "INPUT", "only .jsonl.gz is read"),
+])
+def test_bad_records_exit_2_naming_the_line(tmp_path, cli, content, name, field, words):
+    (tmp_path / name).write_text(content)
+    res = cli("data", "prepare", tmp_path / name, "--out", tmp_path / "out")
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {field}: ") and words in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_parquet_errors(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"body": ["a", "b"], "n": [1, 2]}), tmp_path / "x.parquet")
+    assert "has no column 'text' (columns: body, n)" in user_error("--text-field", prepare, [tmp_path / "x.parquet"],
+                                                                   tmp_path / "out")
+    assert "column 'n' is int64" in user_error("--text-field", prepare, [tmp_path / "x.parquet"], tmp_path / "out",
+                                               text_field="n")
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "y.parquet")
+    assert "row 1 has None" in user_error("--text-field", prepare, [tmp_path / "y.parquet"], tmp_path / "out")
+    (tmp_path / "z.parquet").write_bytes(b"PAR1 not really")
+    user_error("INPUT", prepare, [tmp_path / "z.parquet"], tmp_path / "out")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    assert "pip install 'mupctl[parquet]'" in user_error("INPUT", prepare, [tmp_path / "x.parquet"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_flag_errors(tmp_path, texts):
+    root, _ = texts
+    user_error("--workers", prepare, [root], tmp_path / "out", workers=0)
+    user_error("--text-field", prepare, [root], tmp_path / "out", text_field="")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_midway_leaves_the_old_dataset(texts, tmp_path):
+    root, _ = texts
+    out = tmp_path / "shards"
+    prepare([root], out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    (tmp_path / "z.jsonl").write_text(records()[0] + "{broken\n")
+    user_error("INPUT", prepare, [root, tmp_path / "z.jsonl"], out, text_field="content", force=True)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # no .tmp left either
+
+
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+import mupctl.paths
+real, calls = os.replace, []
+def replace(src, dst):  # SIGKILL once val.bin is in place, before train.bin is
+    calls.append(dst)
+    if str(dst).endswith("train.bin"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+mupctl.paths.os = type(os)("os_shim")
+mupctl.paths.os.__dict__.update(os.__dict__, replace=replace)
+from mupctl.data import prepare
+prepare([sys.argv[1]], sys.argv[2], force=True)
+"""
+
+
+def test_a_killed_prepare_leaves_nothing_train_accepts(texts, tmp_path):
+    """SIGKILL while tokenizing leaves the old dataset; SIGKILL between the shard renames leaves no
+    meta.json (the old one goes first), so `open_data` refuses the directory instead of mixing."""
+    root, _ = texts
+    out = tmp_path / "shards"
+    prepare([root], out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as f:
+        line = json.dumps({"text": load_text()[:4000]}) + "\n"
+        f.write(line * 20_000)  # 80 MB: several seconds of tokenizing
+    proc = subprocess.Popen([sys.executable, "-m", "mupctl", "data", "prepare", str(big), "--out", str(out),
+                             "--force", "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tmp = out / "train.bin.tmp"
+    deadline = time.time() + 60
+    while not (tmp.exists() and tmp.stat().st_size > 1 << 20) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tmp.stat().st_size > 1 << 20  # it was killed midway
+    assert {f.name: f.read_bytes() for f in out.iterdir() if not f.name.endswith(".tmp")} == before
+    assert open_data(cfg("bin", str(out)), vocab_size=256, seq_len=16, seed=0).val_tokens == json.loads(
+        before["meta.json"])["val_tokens"]
+
+    res = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(root / "a.txt"), str(out)],
+                         capture_output=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr.decode()
+    assert not (out / "meta.json").exists() and (out / "val.bin").read_bytes() != before["val.bin"]
+    user_error("data.path", open_data, cfg("bin", str(out)), vocab_size=256, seq_len=16, seed=0)
+
+
+def test_progress_plain_lines_and_rich_bar():
+    plain = io.StringIO()
+    with Progress(2_000_000, plain, interval=0) as bar:
+        bar.advance(1_000_000, 1_000_000)
+    assert re.match(r"prepare: 50% of 2\.0 MB read, 1,000,000 tokens, [\d,]+ tokens/s\n", plain.getvalue())
+    fancy = io.StringIO()
+    with Progress(2_000_000, fancy, terminal=True) as bar:
+        bar.advance(2_000_000, 123_456)
+    assert "123,456 tokens" in fancy.getvalue() and "tokens/s" in fancy.getvalue() and "\x1b[" in fancy.getvalue()

@@ -103,3 +103,18 @@ def byte_tokenizer_json():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def train_byte_bpe(texts: Iterable[str], vocab_size: int, path: Path, special_tokens: list[str] = ()) -> Path:
+    """Train a GPT-2-style byte-level BPE (ByteLevel pre-tokenizer and decoder, the 256 byte
+    characters always in the vocabulary) of at most `vocab_size` tokens on `texts`; save it as a
+    tokenizer.json at `path` (for tests and benchmarks: no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       special_tokens=list(special_tokens)))
+    tok.save(str(path))
+    return Path(path)
