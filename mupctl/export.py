@@ -127,8 +127,9 @@ def gpt2_tensors(shape: ModelShape, s: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def hf_config(style: str, shape: ModelShape, dtype: str) -> dict:
-    """config.json. Written for transformers 4.x and 5.x: `rope_theta` and `torch_dtype` (4.x) next to
-    `rope_parameters` and `dtype` (5.x). No special-token ids: mupctl adds none."""
+    """config.json for transformers 4.x and 5.x (checked: 4.57.1, 5.25.0): `rope_theta` and
+    `torch_dtype` (4.x) next to `rope_parameters` and `dtype` (5.x). No special-token ids: mupctl adds
+    none."""
     common = {"vocab_size": shape.vocab_size, "tie_word_embeddings": shape.tie_embeddings, "use_cache": True,
               "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "torch_dtype": dtype, "dtype": dtype}
     if style == "llama":

@@ -37,7 +37,7 @@ from mupctl.paths import atomic_open, atomic_write, check_dir
 
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}  # meta.json "dtype" -> on-disk dtype
 OUTPUTS = ("meta.json", "train.bin", "val.bin")
-COPY_BLOCK = 64 << 20
+COPY_BLOCK = 8 << 20
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
