@@ -44,6 +44,20 @@ def test_exported_logits_equal_mupctl(tmp_path, recipe, tied, style):
     assert ("lm_head.weight" in names) is not tied  # a tied run stays tied: the ratio went into the final norm
 
 
+@pytest.mark.parametrize("style, bias", [("llama", True), ("gpt2", False)])
+def test_biases_on_llama_and_absent_on_gpt2(tmp_path, style, bias):
+    """Llama with model.bias (attention_bias, mlp_bias); GPT-2 without (zeros where GPT-2 has a bias)."""
+    plan = make_plan("depth_mup", style, tied=True, bias=bias)
+    model = random_model(plan)
+    export_hf(save_run(tmp_path / "run", plan, model), tmp_path / "hf")
+    hf = hf_model(tmp_path / "hf")
+    assert hf.model.layers[0].self_attn.q_proj.bias is not None if style == "llama" else \
+        not hf.transformer.h[0].attn.c_attn.bias.any()
+    idx = torch.randint(0, 256, (2, plan.model.seq_len), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, model(idx), atol=1e-5, rtol=0)
+
+
 def test_bf16_export_is_the_fp32_export_rounded(tmp_path):
     plan = make_plan("mup", "llama", tied=True)
     run = save_run(tmp_path / "run", plan, random_model(plan))
