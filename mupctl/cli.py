@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from mupctl import __version__
 from mupctl.errors import EXIT_FAILURE, RunFailure, UserError, one_line, warn
 from mupctl.paths import given_file, given_path
+
+COMMAND_LINE: list[str] = []  # this invocation, as typed: `train`/`resume` record it in the run directory
 
 
 class Mupctl(TyperGroup):
@@ -21,11 +24,12 @@ class Mupctl(TyperGroup):
     `CliRunner` in tests): usage errors (click's) and invalid input (ours) become one line on stderr,
     exit 2; runtime failures (ours, and the OS refusing a file operation) one line, exit 1."""
 
-    def main(self, *args, standalone_mode: bool = True, **kwargs):
+    def main(self, args=None, *rest, standalone_mode: bool = True, **kwargs):
+        COMMAND_LINE[:] = ["mupctl", *(sys.argv[1:] if args is None else args)]
         # click's UsageError, whichever click typer runs on (typer ≥ 0.2x ships its own copy)
         usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except usage_error as err:
             message = err.format_message().rstrip(".")
             if message:  # empty when a bare command printed its help (no_args_is_help)
@@ -46,16 +50,77 @@ class Mupctl(TyperGroup):
             sys.exit(EXIT_FAILURE)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # as Abort: click would print an empty line before it
+            raise typer.Abort() from None
 
-app = typer.Typer(cls=Mupctl, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
-data_app = typer.Typer(no_args_is_help=True, help="Data preparation.")
+
+class Command(TyperCommand):
+    """Every command's help, as click renders it: arguments in capitals in the usage line (`RUN_DIR`,
+    `[RECIPE]`; typer's own click copy writes `{run_dir}`), flags as flags (`--json`), values by metavar."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # also what usage errors name: "Missing argument 'RUN_DIR'"
+            if param.param_type_name == "argument":
+                param.metavar = (param.metavar or param.name).upper()
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar + ("…" if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        params = self.get_params(ctx)
+        sections = {"Arguments": [(p.metavar, p.help or "") for p in params if p.param_type_name == "argument"],
+                    "Options": [r for p in params if p.param_type_name == "option" and (r := p.get_help_record(ctx))]}
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class Typer(typer.Typer):
+    """typer.Typer whose commands are `Command`s and whose help is click's plain text (typer's rich panels
+    show a type after every option, `--json <bool>` included), with `-h` as well as `--help`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
+
+    def command(self, *args, cls=Command, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = Typer(cls=Mupctl, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+            help="Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs.")
+data_app = Typer(no_args_is_help=True, help="Data preparation.")
 app.add_typer(data_app, name="data")
 
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mupctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the mupctl version and exit")):
+    """Compile a YAML recipe into a resolved muP policy; train, resume and diagnose runs."""
+
 RecipeArg = typer.Argument(None, help="recipe YAML (omit for the embedded tiny CPU default)")
-SetOpt = typer.Option([], "--set", help="override a field before validation: a.b=value (repeatable)")
+SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="override a recipe field before validation, e.g. "
+                                                                 "optimizer.lr=1e-3 (repeatable)")
 UseMupOpt = typer.Option(False, "--use-mup", help="deprecated: same as scaling.recipe: mup")
 JsonOpt = typer.Option(False, "--json", help="one JSON object on stdout")
+RunJsonOpt = typer.Option(False, "--json", help="print nothing while it runs, then one JSON object (the run's "
+                                                "`status --json`); train.log has the workers' lines")
+MaxRestartsOpt = typer.Option(None, "--max-restarts", help="worker restarts from the latest checkpoint")
 
 
 def _plan(path: Optional[Path], overrides: List[str], use_mup: bool):
@@ -110,7 +175,12 @@ def _verify(p: dict):
 def validate(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
              as_json: bool = JsonOpt):
     """Check a recipe (schema, shapes, scaling combination) without running anything."""
-    p = _plan(recipe, set_, use_mup)
+    try:
+        p = _plan(recipe, set_, use_mup)
+    except UserError as err:
+        if as_json:  # and still the one line on stderr, exit 2
+            emit_json({"valid": False, "field": err.field, "error": str(err).removeprefix(f"{err.field}: ")})
+        raise
     if as_json:
         emit_json({"valid": True, "name": p.name, "recipe": p.recipe, "optimizer": p.optimizer, "hash": p.hash})
     else:
@@ -126,38 +196,66 @@ def schema():
 
 @app.command()
 def init(name: str = typer.Argument(..., help="recipe name; writes NAME.yaml"),
-         template: str = typer.Option("mup", "--template", "-t", help="tiny | none | mup | depth_mup | muon"),
+         template: str = typer.Option("tiny", "--template", "-t", help="tiny (CPU, about a minute) | none | mup | "
+                                                                        "depth_mup | muon (GPU starting points)"),
          out: Optional[str] = typer.Option(None, "--out", help="output path (default NAME.yaml)"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
-    """Write a starter recipe from templates/."""
+    """Write a starter recipe from templates/ and say how big a run it is."""
     from mupctl.templates import write_template
-    path = write_template(name, template, given_file(out, "--out"), force)
-    print(f"wrote {path}")
+    path, p = write_template(name, template, given_file(out, "--out"), force)
+    print(f"wrote {path}: template {template}, {p.summary['params']:,} parameters, {p.train.steps:,} steps of "
+          f"{p.tokens_per_step:,} tokens ({p.train.steps * p.tokens_per_step:,} tokens); run it with "
+          f"`mupctl train {path}`")
 
 
 @app.command()
 def train(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_mup: bool = UseMupOpt,
           nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="workers per node"),
           nnodes: Optional[int] = typer.Option(None, "--nnodes", help="number of nodes"),
-          max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="worker restarts from the "
-                                                                                 "latest checkpoint"),
-          run_dir: Optional[str] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>")):
+          max_restarts: Optional[int] = MaxRestartsOpt,
+          run_dir: Optional[str] = typer.Option(None, "--run-dir", help="default: <run.root>/<name>-<time>"),
+          as_json: bool = RunJsonOpt):
     """Compile the plan, create the run directory and train with torchrun."""
     from mupctl.launch.launcher import train as launch_train
-    launch_train(recipe, set_, use_mup=use_mup, run_dir=given_path(run_dir, "--run-dir"),
-                 nproc_per_node=nproc_per_node, nnodes=nnodes, max_restarts=max_restarts)
+    _ended(launch_train(recipe, set_, use_mup=use_mup, run_dir=given_path(run_dir, "--run-dir"), command=COMMAND_LINE,
+                        quiet=as_json, nproc_per_node=nproc_per_node, nnodes=nnodes, max_restarts=max_restarts),
+           as_json)
 
 
 @app.command()
 def resume(run_dir: str = typer.Argument(..., help="a run directory made by `mupctl train`"),
            set_: List[str] = SetOpt,
            force: bool = typer.Option(False, "--force", help="accept changes that break exact resume"),
-           max_restarts: Optional[int] = typer.Option(None, "--max-restarts"),
-           nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node")):
-    """Continue a run from its newest valid checkpoint."""
+           max_restarts: Optional[int] = MaxRestartsOpt,
+           nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="workers per node"),
+           as_json: bool = RunJsonOpt):
+    """Continue a run from its newest valid checkpoint (a finished run: say so, launch nothing, exit 0)."""
     from mupctl.launch.launcher import resume as launch_resume
-    launch_resume(given_path(run_dir, "RUN_DIR"), set_, force=force, max_restarts=max_restarts,
-                  nproc_per_node=nproc_per_node)
+    _ended(launch_resume(given_path(run_dir, "RUN_DIR"), set_, force=force, command=COMMAND_LINE, quiet=as_json,
+                         max_restarts=max_restarts, nproc_per_node=nproc_per_node), as_json)
+
+
+def _ended(status: dict, as_json: bool) -> None:
+    """How `train`/`resume` end: the JSON object or the summary line on stdout; a run that did not finish
+    is a `RunFailure` (one line on stderr, exit 1)."""
+    from mupctl.status import summary_line
+    if as_json:
+        emit_json(status)
+    else:
+        print(f"mupctl: {status.get('note') or summary_line(status, status.get('seconds'))}", flush=True)
+    if status["state"] != "finished":
+        raise RunFailure(status["reason"])
+
+
+@app.command()
+def status(run_dir: str = typer.Argument(..., help="a run directory made by `mupctl train`"), as_json: bool = JsonOpt):
+    """Whether a run is alive, its progress, newest checkpoint, ETA, and how it ended (read only)."""
+    from mupctl.status import format_status, run_status
+    result = run_status(given_path(run_dir, "RUN_DIR"))
+    if as_json:
+        emit_json(result)
+    else:
+        print(format_status(result))
 
 
 StepOpt = typer.Option(None, "--step", help="checkpoint step (default: the newest readable one)")
@@ -202,7 +300,8 @@ def data_prepare(inputs: List[Path] = typer.Argument(..., help=".txt, .jsonl, .j
                  out: str = typer.Option(..., "--out", help="output directory for train.bin/val.bin/meta.json"),
                  tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a local tokenizer.json "
                                                                                     "(default: bytes)"),
-                 val_fraction: float = typer.Option(0.05, "--val-fraction"),
+                 val_fraction: float = typer.Option(0.05, "--val-fraction", help="the share of each file's tokens "
+                                                                                   "(its end) that goes to val.bin"),
                  text_field: str = typer.Option("text", "--text-field", help="JSONL field / Parquet column of the text"),
                  workers: Optional[int] = typer.Option(None, "--workers", help="tokenizing processes (default: CPUs)"),
                  separator: str = typer.Option("\n\n", "--separator", help="text after every JSONL/Parquet record"),
@@ -231,10 +330,12 @@ def _sizes(widths: Optional[str], depths: Optional[str]):
 def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str] = SetOpt,
                 widths: Optional[str] = typer.Option(None, "--widths", help="e.g. 128,256,512,1024"),
                 depths: Optional[str] = typer.Option(None, "--depths", help="e.g. 2,4,8,16"),
-                steps: int = typer.Option(5, "--steps"), batch: int = typer.Option(8, "--batch"),
+                steps: int = typer.Option(5, "--steps", help="optimizer steps per size (slopes judged from step 2)"),
+                batch: int = typer.Option(8, "--batch", help="sequences per step"),
                 seq_len: Optional[int] = typer.Option(None, "--seq-len", help="default: model.seq_len"),
                 threshold: float = typer.Option(0.1, "--threshold", help="max |log-log slope| to pass"),
-                seed: int = typer.Option(0, "--seed"), out: str = typer.Option(..., "--out"),
+                seed: int = typer.Option(0, "--seed", help="init and data seed"),
+                out: str = typer.Option(..., "--out", help="output directory for coord_check.json and .png"),
                 as_json: bool = JsonOpt):
     """Activation RMS per role across widths or depths (PNG + JSON); exit 1 when not flat."""
     from mupctl.diagnostics.coord_cli import format_summary, run_coord_check
@@ -251,9 +352,12 @@ def coord_check(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: Li
 
 @app.command()
 def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str] = SetOpt,
-          widths: Optional[str] = typer.Option(None, "--widths"), depths: Optional[str] = typer.Option(None, "--depths"),
-          lrs: str = typer.Option(..., "--lrs", help="e.g. 1e-3,3e-3,1e-2"), steps: int = typer.Option(..., "--steps"),
-          seeds: int = typer.Option(1, "--seeds"), out: str = typer.Option(..., "--out"),
+          widths: Optional[str] = typer.Option(None, "--widths", help="d_model values, e.g. 256,512,1024"),
+          depths: Optional[str] = typer.Option(None, "--depths", help="n_layers values, e.g. 4,8,16"),
+          lrs: str = typer.Option(..., "--lrs", help="e.g. 1e-3,3e-3,1e-2"),
+          steps: int = typer.Option(..., "--steps", help="training steps of every cell"),
+          seeds: int = typer.Option(1, "--seeds", help="seeds per size and LR"),
+          out: str = typer.Option(..., "--out", help="directory for the cells, sweep.json, sweep.md, sweep.png"),
           parallel: Optional[int] = typer.Option(None, "--parallel", help="cells at a time (default: one per GPU)"),
           gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1"),
           lr_key: Optional[str] = typer.Option(None, "--lr-key", help="default optimizer.lr (muon: "
@@ -295,7 +399,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
 def tune(sweep_dir: str = typer.Argument(..., help="a sweep --out directory"),
          target: List[str] = typer.Option([], "--target", help="target model field, e.g. model.d_model=4096"),
          out: str = typer.Option(..., "--out", help="target recipe path"),
-         force: bool = typer.Option(False, "--force"), as_json: bool = JsonOpt):
+         force: bool = typer.Option(False, "--force", help="overwrite --out"), as_json: bool = JsonOpt):
     """Tune small, launch big: write the target recipe with the sweep's measured optimum LR."""
     tuned = _emit(given_path(sweep_dir, "SWEEP_DIR"), target, given_file(out, "--out"), force)
     if as_json:
@@ -308,7 +412,8 @@ def tune_base(recipe: Path = typer.Argument(..., help="recipe YAML (the target, 
               keys: str = typer.Option("optimizer.lr,model.init_std,scaling.alpha_out", "--keys",
                                        help="positive real recipe keys to tune at the base shape, in this order"),
               steps: int = typer.Option(..., "--steps", help="training steps of every cell"),
-              seeds: int = typer.Option(1, "--seeds"), rounds: int = typer.Option(2, "--rounds"),
+              seeds: int = typer.Option(1, "--seeds", help="seeds per grid point"),
+              rounds: int = typer.Option(2, "--rounds", help="passes over --keys"),
               points: int = typer.Option(5, "--points", help="grid points per sweep (odd)"),
               work: str = typer.Option(..., "--work", help="directory for the sweeps and tune_base.json"),
               out: str = typer.Option(..., "--out", help="target recipe path"),

@@ -1,19 +1,19 @@
-"""Run logging on rank 0: `metrics.jsonl` (always), console lines or a rich progress bar, wandb.
+"""Run logging on rank 0: `metrics.jsonl` (always), plain lines on stdout and in train.log, wandb.
 
-Row kinds in metrics.jsonl (one JSON object per line):
+Row kinds in metrics.jsonl (one JSON object per line, each with `time`, Unix seconds when written):
 - train:     step, loss, lr, tokens, tokens_per_s, mfu, grad_norm
 - val:       step, val_loss
 - telemetry: step, act_rms {key: rms}, update_ratio {role: rms(ΔW)/rms(W)}
 - checkpoint: step, checkpoint_blocked_s (seconds the training loop waited for the save)
 `step` counts completed optimizer steps. On resume the rows after the checkpoint's step are
-dropped first, so the file reads as if the run had never stopped.
+dropped first, so the file reads as if the run had never stopped. The stdout lines (`format_row`,
+read back by `parse_line`) go to the launcher, which shows them (launch.display).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -84,7 +84,8 @@ class Throughput:
             self.excluded += time.perf_counter() - t
 
 
-def _fmt(row: dict) -> str:
+def format_row(row: dict) -> str:
+    """The plain line of a row: `step 40  loss 2.1142  lr 3.00e-04  …` (two spaces between fields)."""
     parts = [f"step {row['step']}"]
     for key, fmt in (("loss", "{:.4f}"), ("val_loss", "{:.4f}"), ("lr", "{:.2e}"), ("grad_norm", "{:.3f}"),
                      ("tokens_per_s", "{:,.0f}"), ("mfu", "{:.1%}"),
@@ -97,6 +98,15 @@ def _fmt(row: dict) -> str:
     return "  ".join(parts)
 
 
+def parse_line(line: str) -> dict | None:
+    """{"step": N, field: its text, …} of a `format_row` line, or None for any other line."""
+    head, *fields = line.split("  ")
+    name, _, step = head.partition(" ")
+    if name != "step" or not step.isdigit():
+        return None
+    return {"step": int(step)} | {k: v for k, _, v in (f.partition(" ") for f in fields) if k}
+
+
 class MetricsLog:
     """Writes rows on rank 0; other ranks hold a no-op instance."""
 
@@ -106,16 +116,9 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.log_path = run_dir / "train.log"
         self.total = total_steps
-        self.progress = None
         self.wandb = None
         if not enabled:
             return
-        if sys.stdout.isatty():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.task = self.progress.add_task("train", total=total_steps, info="")
-            self.progress.start()
         if wandb_cfg is not None and wandb_cfg.wandb != "disabled":
             import wandb
             self.wandb = wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity, id=wandb_id,
@@ -125,10 +128,7 @@ class MetricsLog:
         """A line for people and agents (stdout and train.log)."""
         if not self.enabled:
             return
-        if self.progress is not None:
-            self.progress.console.print(message)
-        else:
-            print(message, flush=True)
+        _print(message)
         with self.log_path.open("a") as f:
             f.write(message + "\n")
 
@@ -136,14 +136,11 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        line = _fmt(row)
+            f.write(json.dumps(row | {"time": time.time()}) + "\n")
+        line = format_row(row)
         with self.log_path.open("a") as f:
             f.write(line + "\n")
-        if self.progress is not None:
-            self.progress.update(self.task, completed=row["step"], info=line.split("  ", 1)[-1])
-        else:
-            print(line, flush=True)
+        _print(line)
         if self.wandb is not None:
             flat = {k: v for k, v in row.items() if not isinstance(v, dict) and k != "step"}
             for group in ("act_rms", "update_ratio"):
@@ -151,7 +148,12 @@ class MetricsLog:
             self.wandb.log(flat, step=row["step"])
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _print(line: str) -> None:
+    """A line to the launcher. A broken pipe means the launcher died: the worker is about to follow it
+    (`die_with_parent`), and its last words must not be cut short by this write."""
+    with contextlib.suppress(BrokenPipeError):
+        print(line, flush=True)

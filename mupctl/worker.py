@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -37,8 +36,11 @@ from mupctl.metrics import MetricsLog, Throughput, truncate_metrics
 from mupctl.mfu import mfu
 from mupctl.model import GPT
 from mupctl.optim import build_optimizer, optimizer_parts
+from mupctl.paths import atomic_write
 from mupctl.plan import Plan, read_plan
 from mupctl.ranks import agree, global_mean
+from mupctl.run_state import append_event as write_event  # rank 0's start, stop and failed rows
+from mupctl.run_state import record_orphaned
 from mupctl.schedule import lr_factor
 from mupctl.stop import StopProbe
 from mupctl.telemetry import Telemetry
@@ -49,12 +51,6 @@ DIVERGED = "DIVERGED.json"
 
 class Divergence(RuntimeError):
     pass
-
-
-def write_event(run_dir: Path, **fields) -> None:
-    """Append one row to events.jsonl (rank 0 calls it): start, stop and failed events."""
-    with (run_dir / "events.jsonl").open("a") as f:
-        f.write(json.dumps(fields | {"time": time.time()}) + "\n")
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
@@ -230,10 +226,12 @@ class Trainer:
                      if saved else "no checkpoint was written (checkpoint.interval: 0)"))
 
     def diverged(self, step: int) -> None:
+        again = "then resume from the last checkpoint" if self.ckpt.checkpoints() else \
+            "no checkpoint: a resume starts over"
         msg = (f"non-finite loss by step {step}: the run diverged (no checkpoint was written from this state; "
-               f"lower optimizer.lr or check the recipe, then resume from the last checkpoint)")
+               f"lower optimizer.lr or check the recipe; {again})")
         if self.rank == 0:
-            (self.run_dir / DIVERGED).write_text(json.dumps({"step": step, "message": msg}))
+            atomic_write(self.run_dir / DIVERGED, json.dumps({"step": step, "message": msg}))
             self.log.say(msg)
         raise Divergence(msg)
 
@@ -243,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mupctl.worker")
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    die_with_parent()
+    local0 = os.environ.get("LOCAL_RANK", "0") == "0"  # a killed launcher writes nothing: say how the run ended
+    die_with_parent(partial(record_orphaned, args.run_dir) if local0 else None)
     plan = read_plan(args.run_dir / "plan.json")
     if plan.train.deterministic:  # before CUDA is initialized
         from mupctl.determinism import make_deterministic

@@ -39,7 +39,7 @@ def run_many(jobs: dict, parallel: int = PARALLEL) -> dict:
 def invoke(*args, cwd=None, env=None):
     """Run `mupctl ARGS` in this process (cwd `cwd`, default the repository; `env`: variables to set,
     None to unset); returns an object with returncode, stdout and stderr like run_cli's. A command
-    that starts torchrun still does so (its workers' output is not in stdout: read the run's files)."""
+    that starts torchrun still does so (the launcher shows its workers' lines on stdout, as in a shell)."""
     old = os.getcwd()
     os.chdir(cwd or ROOT)
     try:

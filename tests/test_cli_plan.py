@@ -150,7 +150,7 @@ def test_unreadable_recipe_files_exit_2(cli, tmp_path):
 
 def test_usage_errors_are_one_line(cli):
     for args, needle in ((("validate", "--bogus"), "--bogus"), (("frobnicate",), "frobnicate"),
-                         (("resume",), "run_dir"), (("train", "--nproc-per-node", "abc"), "--nproc-per-node"),
+                         (("resume",), "RUN_DIR"), (("train", "--nproc-per-node", "abc"), "--nproc-per-node"),
                          (("validate", "a.yaml", "b.yaml"), "extra argument")):
         assert_one_line_error(cli(*args), needle)
 

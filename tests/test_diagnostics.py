@@ -369,6 +369,7 @@ def test_sweep_skips_finished_cells_and_resumes_unfinished_ones(recipe, sweep):
     mtimes = {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in cells.iterdir()}
     unfinished = cells / "w64-lr0.01-s0"  # as if killed before its first row: plan.json but no metrics
     (unfinished / "metrics.jsonl").unlink()
+    (unfinished / "state.json").unlink()  # nor a recorded end (a kill -9 of everything)
     assert not (unfinished / "checkpoints").exists()  # sweep cells run with checkpoint.interval 0
     again = run_sweep(recipe, [], [32, 64], None, LRS, steps=10, seeds=1, out_dir=out, parallel=3,
                       baseline="none", baseline_lrs=BASELINE_LRS)
@@ -439,9 +440,12 @@ def test_ctrl_c_stops_a_sweeps_running_cells_with_a_checkpoint(recipe, tmp_path)
     assert proc.returncode != 0 and "Traceback" not in err, err
     cells = sorted(out.glob("cells/*"))
     assert len(cells) == 2
+    *notes, last = err.strip().splitlines()  # progress notes, then the failure in one line
+    assert all(line.startswith("mupctl sweep: ") for line in notes) and last.startswith("failed: stopped by SIGINT")
     for cell in cells:
-        stop = json.loads((cell / "events.jsonl").read_text().splitlines()[-1])
+        stop, end = [json.loads(line) for line in (cell / "events.jsonl").read_text().splitlines()[-2:]]
         assert stop["event"] == "stop" and stop["checkpoint"], (cell.name, stop)
+        assert end["event"] == "end" and end["state"] == "stopped", (cell.name, end)
         assert (cell / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()
 
 

@@ -127,11 +127,15 @@ def settle(run_dir, quiet_s=1.0, limit_s=60):
             last, since = now, time.time()
 
 
+KILLED_STATES = {}  # layout -> (state.json, status --json) of the killed run, before its resume
+
+
 @pytest.fixture(scope="module")
 def killed(references, tmp_path_factory):
     """Per layout: a run SIGKILLed (launcher, torchrun and workers) after a random step past the first
     checkpoint, then resumed. The kills run at once (threads), then the resumes two at a time:
-    {layout: (run dir, kill step, losses before the resume, the resume's CompletedProcess)}."""
+    {layout: (run dir, kill step, losses before the resume, the resume's CompletedProcess)}; `killed_states`
+    keeps what state.json and `mupctl status` said between the kill and the resume."""
     root = tmp_path_factory.mktemp("killed")
     # after the first checkpoint and at least INTERVAL steps before the end: a CPU step can take a few
     # ms, and a kill aimed at step 10 of 12 once landed after the run had finished
@@ -151,6 +155,9 @@ def killed(references, tmp_path_factory):
         t.join()
     assert not errors, errors
     before = {layout: losses(root / layout) for layout in LAYOUTS}
+    for layout in LAYOUTS:
+        KILLED_STATES[layout] = (json.loads((root / layout / "state.json").read_text()),
+                                 json.loads(invoke("status", root / layout, "--json").stdout))
     resumed = run_many({layout: ["resume", root / layout] for layout in LAYOUTS})
     return {layout: (root / layout, steps[layout], before[layout], resumed[layout]) for layout in LAYOUTS}
 
@@ -165,6 +172,63 @@ def test_sigkill_then_resume_is_bit_exact(references, killed, layout):
     assert losses(run) == losses(references[layout])
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_sigkilled_launcher_leaves_a_run_that_says_so(killed, layout):
+    """kill -9 of the launcher alone: nobody left to write but the workers, whose rank 0 records the crash
+    before it follows its launcher (run_state.record_orphaned); status agrees, and the resume takes over."""
+    run, kill_step, before, res = killed[layout]
+    state, status = KILLED_STATES[layout]
+    assert state["state"] == "crashed" and state["exit_code"] is None, state
+    assert state["reason"].startswith(f"the launcher (mupctl pid {state['pid']}) was killed after step ")
+    assert kill_step <= state["step"] <= max(before) and state["checkpoint"].startswith("checkpoints/step_")
+    assert status["state"] == "crashed" and status["alive"] is False and status["step"] == max(before)
+    assert status["checkpoint"] == str(run / state["checkpoint"])
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    ends = [e for e in events if e["event"] == "end"]
+    assert [e["state"] for e in ends] == ["crashed", "finished"]  # the kill, then the resume
+
+
+def test_resume_says_what_it_would_continue_before_launching(finished):
+    """train.steps at or below the newest checkpoint: exit 2 naming it; a finished run and no new
+    train.steps: said, nothing launched or written, exit 0 (also as JSON)."""
+    before = snapshot(finished)
+    res = invoke("resume", finished, "--set", f"train.steps={STEPS - INTERVAL}")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (f"error: train.steps: is {STEPS - INTERVAL}, but the newest checkpoint is at step {STEPS}: "
+                          f"a resume continues from there, so give train.steps > {STEPS}\n")
+    res = invoke("resume", finished)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout == (f"mupctl: already finished at step {STEPS}; extend with `mupctl resume {finished} --set "
+                          f"train.steps={2 * STEPS}` (any number above {STEPS})\n")
+    res = invoke("resume", finished, "--json")
+    got = json.loads(res.stdout)
+    assert res.returncode == 0 and got["state"] == "finished" and got["note"].startswith("already finished")
+    assert snapshot(finished) == before  # nothing launched: no new event, no state, no metrics row
+
+
+def test_extending_a_schedule_warns_when_the_lr_jumps_back_up():
+    """The warning compares the LR of the next step under the new schedule with the last step's under
+    the run's own: a cosine run extended after its floor jumps; a WSD run extended from a checkpoint
+    before its decay does not; a constant one never does."""
+    from mupctl.launch.extend import schedule_jump
+    from mupctl.plan import compile_plan
+
+    def plans(name, steps):
+        raw = {"schedule": {"name": name}, "optimizer": {"lr": 1e-3}}
+        return [compile_plan(load_recipe(raw=raw | {"train": {"steps": n}})) for n in steps]
+    old, new = plans("cosine", (40, 60))
+    jump = schedule_jump(old, new, 40, 1e-3)
+    assert jump.startswith("train.steps 40 -> 60 stretches the cosine schedule: the LR jumps from 0.10x its peak "
+                           "(its floor), 1.0e-04 at step 40, back up to 0.")
+    assert "WSD (schedule.name: wsd) is the schedule that extends cleanly" in jump
+    old, new = plans("wsd", (40, 60))
+    assert schedule_jump(old, new, 30, 1e-3) is None  # stable phase: the same LR on both schedules
+    after_decay = schedule_jump(old, new, 40, 1e-3)
+    assert "a WSD run extends cleanly only from a checkpoint taken before its decay" in after_decay
+    assert schedule_jump(*plans("constant", (40, 60)), 40, 1e-3) is None
+    assert schedule_jump(*plans("cosine", (40, 40)), 40, 1e-3) is None
+
+
 def test_two_resumes_in_a_row_and_a_crash_past_the_restart_limit(references, finished):
     """Resume from step 4, crash after step 9 (no restarts allowed: exit 1 naming train.log), resume
     again from step 8: the losses equal the uninterrupted run's."""
@@ -172,7 +236,11 @@ def test_two_resumes_in_a_row_and_a_crash_past_the_restart_limit(references, fin
         shutil.rmtree(finished / "checkpoints" / f"step_{step:08d}")
     res = invoke("resume", finished, env={"MUPCTL_FAULT_STEP": str(2 * INTERVAL + 1)})
     assert res.returncode == 1  # the injected crash, no restarts allowed
-    assert "train.log" in res.stderr and "Traceback" not in res.stderr.split("failed:")[-1]
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("failed: workers exited with code"), res.stderr
+    assert "train.log" in res.stderr and "ChildFailedError" in (finished / "train.log").read_text()
+    state = json.loads((finished / "state.json").read_text())
+    assert state["state"] == "crashed" and state["exit_code"] == 1 and state["step"] == 2 * INTERVAL + 1
+    assert state["checkpoint"] == f"checkpoints/step_{2 * INTERVAL:08d}"
     res = invoke("resume", finished)
     assert res.returncode == 0, res.stdout + res.stderr
     assert starts(finished)[-2:] == [f"resumed at step {INTERVAL}", f"resumed at step {2 * INTERVAL}"]
@@ -230,11 +298,15 @@ def test_divergence_exits_1_without_checkpoint(tmp_path):
     res = invoke("train", "--run-dir", run, *BASE, "--set", "optimizer.lr=1e6", "--set", "train.grad_clip=0",
                  "--set", "checkpoint.interval=1", "--set", "model.init_std=10")
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "non-finite loss" in res.stderr
-    bad = json.loads((run / "DIVERGED.json").read_text())["step"]
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("failed: non-finite loss"), res.stderr
+    diverged = json.loads((run / "DIVERGED.json").read_text())
     saved = [int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*")] \
         if (run / "checkpoints").exists() else []
-    assert all(s < bad for s in saved)
+    assert all(s < diverged["step"] for s in saved)
+    again = "then resume from the last checkpoint" if saved else "no checkpoint: a resume starts over"
+    assert diverged["message"].endswith(f"; {again})") and again in res.stderr
+    state = json.loads((run / "state.json").read_text())
+    assert (state["state"], state["step"], state["exit_code"]) == ("diverged", diverged["step"], 1)
 
 
 def test_sigterm_stops_cleanly_then_resume_is_exact(references, tmp_path):
@@ -320,6 +392,9 @@ def test_hand_edits_of_recipe_yaml_resume_or_need_force(references, finished):
                                      + "# the user's note\n")
     res = invoke("resume", run)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert f"train.steps {STEPS} -> {STEPS + 2} stretches the cosine schedule: the LR jumps from 0.10x its peak " \
+           "(its floor)" in res.stderr
+    assert "WSD (schedule.name: wsd) is the schedule that extends cleanly" in res.stderr
     assert (run / "recipe.yaml").read_text().endswith("# the user's note\n")  # no --set: left as written
     plan = json.loads((run / "plan.json").read_text())
     assert plan["train"]["steps"] == plan["schedule"]["steps"] == STEPS + 2
@@ -328,7 +403,7 @@ def test_hand_edits_of_recipe_yaml_resume_or_need_force(references, finished):
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"seed": 7}}))
     assert invoke("resume", run).returncode == 2
-    res = invoke("resume", run, "--force")
+    res = invoke("resume", run, "--force", "--set", f"train.steps={STEPS + 3}")  # a finished run: only if extended
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resume changes train.seed: 0 -> 7" in res.stdout
     assert json.loads((run / "plan.json").read_text())["train"]["seed"] == 7
@@ -347,9 +422,13 @@ def test_resume_refuses_a_run_dir_in_use(finished):
 
 def test_torn_metrics_line_and_fresh_restart_keep_one_row_per_step(finished):
     """A crash mid-write leaves half a line in metrics.jsonl, and a run with no checkpoint yet restarts
-    from step 0: the resumed file still has exactly one row per step."""
+    from step 0: the resumed file still has exactly one row per step. (The finished run made into one
+    that crashed at step 3: no checkpoints, no state.json, the rows after step 2, then a torn one.)"""
     for ckpt in (finished / "checkpoints").glob("step_*"):
         shutil.rmtree(ckpt)
+    (finished / "state.json").unlink()
+    rows = (finished / "metrics.jsonl").read_text().splitlines()
+    (finished / "metrics.jsonl").write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] <= 2))
     with (finished / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "lo')
     res = invoke("resume", finished, "--set", "train.eval_interval=1000")
@@ -368,7 +447,7 @@ SIGNALS = {"SIGTERM": (signal.SIGTERM, False), "SIGINT": (signal.SIGINT, False),
 def signalled(tmp_path_factory):
     """One endless run per SIGNALS entry, all at once; each gets its signal ~3 s after its worker
     started (past the step-time probe, steps 5-10): {name: (run dir, seconds from the signal to the
-    launcher's exit, returncode, stdout + stderr)}."""
+    launcher's exit, returncode, stdout, stderr)}."""
     root = tmp_path_factory.mktemp("signalled")
     args = BASE + ["--set", "train.steps=100000", "--set", "train.log_interval=100000",
                    "--set", "checkpoint.interval=100000"]
@@ -389,7 +468,7 @@ def signalled(tmp_path_factory):
             os.killpg(procs[name].pid, signum) if group else procs[name].send_signal(signum)
         for name, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=60)
-            out[name] = (root / name, time.time() - sent[name], proc.returncode, stdout + stderr)
+            out[name] = (root / name, time.time() - sent[name], proc.returncode, stdout, stderr)
     finally:  # a launcher that ignored the signal would train on for 100000 steps
         for proc in procs.values():
             if proc.poll() is None:
@@ -403,13 +482,18 @@ def test_stop_signal_between_log_steps_stops_within_seconds(signalled, name):
     SIGTERM or SIGINT is answered (with a checkpoint) long before torchrun's 30 s grace runs out:
     sent to the launcher alone (`kill -INT PID`) or to its process group (a terminal's Ctrl-C), it
     reaches torchrun exactly once (a second SIGINT would kill the workers before they save)."""
-    run, seconds, code, output = signalled[name]
+    run, seconds, code, stdout, stderr = signalled[name]
     signame = signal.Signals(SIGNALS[name][0]).name
-    assert code == 1 and f"stopped by {signame}" in output and "checkpoint saved there" in output, output
+    assert code == 1 and stderr.startswith(f"failed: stopped by {signame} after step "), stderr
+    assert stderr.count("\n") == 1 and "checkpoint saved there" in stderr  # one line, torchrun's text in train.log
+    assert "SignalException" in (run / "train.log").read_text()
+    assert "mupctl: stopped at step " in stdout and str(run) in stdout.splitlines()[-1]
     assert seconds < 25
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    stop = events[-1]
+    stop, end = events[-2:]
     assert stop["event"] == "stop" and 10 < stop["step"] < 100000
+    assert end["event"] == "end" and end["state"] == "stopped" and end["step"] == stop["step"], end
+    assert end["checkpoint"] == f"checkpoints/step_{stop['step']:08d}" and end["exit_code"] == 1
     assert [e["event"] for e in events].count("failed") == 0, events
     assert (run / "checkpoints" / f"step_{stop['step']:08d}" / "COMMITTED").is_file()
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import mupctl
 from conftest import ROOT, run_many
 from mupctl.errors import UserError
 from mupctl.launch.launcher import new_run_dir
@@ -30,7 +31,7 @@ MUON = {recipe: ["--set", "optimizer.name=muon", "--set", f"scaling.recipe={reci
 RUNS = {  # name → `mupctl train` arguments after --run-dir
     "default": ["--set", "train.steps=40", "--set", "train.eval_interval=40"],
     "one": SMALL + ["--set", "logging.wandb=offline"],  # also the wandb test's run
-    "ddp2": SMALL + TWO,
+    "ddp2": SMALL + TWO + ["--json"],
     "fsdp2": SMALL + TWO + FSDP,
     "fsdp2-compiled": SMALL + TWO + FSDP + ["--set", "train.compile=true"],
     "bf16-ddp": SMALL + BF16_TELEMETRY,
@@ -75,13 +76,34 @@ def test_default_recipe_learns_real_text(runs):
     assert {"step", "loss", "lr", "tokens", "tokens_per_s", "mfu", "grad_norm"} <= set(train[-1])
     assert train[-1]["tokens"] == 40 * 16 * 256
     assert all(r["tokens_per_s"] > 0 for r in train)
-    # non-TTY: plain one-line-per-interval output that agents can read
+    # non-TTY: plain one-line-per-interval output that agents can read, and a summary at the end
     assert "step 40  loss" in res.stdout and "mupctl worker: fresh" in res.stdout
+    summary = res.stdout.splitlines()[-1]
+    assert summary.startswith(f"mupctl: finished at step 40/40: loss {train[-1]['loss']:.4f}, val loss {val[-1]:.4f}, "
+                              "163,840 tokens in 0:") and summary.endswith(f"; {run}")
+    assert res.stderr == ""  # torchrun's and the workers' stderr went to train.log
+    times = [r["time"] for r in rows(run, "step")]
+    assert all(isinstance(t, float) for t in times) and times == sorted(times)  # wall clock in every metrics row
+    state = json.loads((run / "state.json").read_text())
+    assert (state["state"], state["step"], state["exit_code"], state["checkpoint"]) == \
+        ("finished", 40, 0, f"checkpoints/step_{40:08d}")
+    assert state["command"][:2] == ["mupctl", "train"] and state["mupctl_version"] == mupctl.__version__
     for name in ("recipe.yaml", "plan.json", "metrics.jsonl", "train.log"):
         assert (run / name).is_file()
     assert f"-m mupctl.worker --run-dir {run}" in res.stdout  # the launcher's argv names the run directory
     plan = json.loads((run / "plan.json").read_text())
     assert plan["train"]["steps"] == 40 and "argv" not in plan["launch"]
+
+
+def test_train_json_prints_one_object_at_the_end(runs):
+    """`train --json`: nothing while it runs, then the run's status as one JSON object (stdout parses)."""
+    run, res = runs["ddp2"]
+    got = json.loads(res.stdout)
+    assert got["run_dir"] == str(run) and got["state"] == "finished" and got["step"] == 6 and got["alive"] is False
+    assert got["loss"] == rows(run)[-1]["loss"] and got["tokens"] == 6 * 8 * 64
+    assert got["val_loss"] is None and got["checkpoint"] is None  # train.eval_interval 0, checkpoint.interval 0
+    assert got["exit_code"] == 0 and got["seconds"] > 0
+    assert "step 6  loss" in (run / "train.log").read_text() and res.stderr == ""
 
 
 @pytest.mark.parametrize("two", ["ddp2", "fsdp2"])

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mupctl.errors import UserError
+from mupctl.errors import RunFailure, UserError
 from mupctl.launch.child import spawn
 
 POLL_S = 0.2
@@ -49,9 +49,14 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
     """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"], job["seconds"], job["gpus"] (the
     CUDA_VISIBLE_DEVICES it gave the job, None on CPU) and job["started"] / job["ended"] (time.time()).
     Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM, once:
-    they run in their own sessions, so a terminal's Ctrl-C does not reach them too (launch.child)."""
+    they run in their own sessions, so a terminal's Ctrl-C does not reach them too (launch.child); a signal
+    then ends the sweep with a one-line `RunFailure`."""
     pending, running = list(jobs), {}
-    old_term = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
             for slot in range(parallel):
@@ -70,12 +75,21 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
                     del running[slot]
                     note(f"{job['id']}: exit {job['rc']} after {job['seconds']} s")
             time.sleep(POLL_S)
+    except Stopped as stopped:
+        raise RunFailure(f"stopped by {signal.Signals(stopped.args[0]).name}: the {len(running)} running cell(s) stop "
+                         "at their next step and save a checkpoint; rerun the same command to continue (finished "
+                         "cells are kept)") from None
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         for _, proc, _ in running.values():
             proc.terminate()
         for _, proc, _ in running.values():
             proc.wait()
+
+
+class Stopped(Exception):
+    """A SIGINT or SIGTERM reached the sweep (args: the signal number)."""
 
 
 def note(message: str) -> None:

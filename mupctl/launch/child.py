@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -60,12 +61,13 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def die_with_parent(poll_s: float = 0.1) -> None:
+def die_with_parent(last_words: Callable[[int], None] | None = None, poll_s: float = 0.1) -> None:
     """Exit when the torchrun agent that started this worker dies, or the `mupctl` launcher above it
     (`MUPCTL_LAUNCHER_PID`), so a killed run leaves no orphan trainer behind (holding GPUs, or
     writing into a run that is being resumed). The launcher check also covers an agent that died
     before this worker could read its PID. A polling thread rather than PR_SET_PDEATHSIG, which
-    fires when the *thread* that forked us exits."""
+    fires when the *thread* that forked us exits. `last_words(launcher_pid)` runs just before the exit
+    when the launcher is gone (the worker records the run's end: `run_state.record_orphaned`)."""
     parent = os.getppid()
     launcher = int(os.environ.get("MUPCTL_LAUNCHER_PID", "0"))
 
@@ -75,6 +77,8 @@ def die_with_parent(poll_s: float = 0.1) -> None:
     def watch():
         while alive():
             time.sleep(poll_s)
+        if last_words is not None and launcher and not running(launcher):
+            last_words(launcher)
         os.kill(os.getpid(), signal.SIGKILL)
 
     if not alive():

@@ -3,30 +3,29 @@
 Everything that can be checked before launch is (recipe, plan, device, data, optional packages):
 invalid input raises `UserError` (exit 2) with nothing written. The run directory holds
 `plan.json` (the run: the workers read it and nothing else), `recipe.yaml` (the resolved recipe, for
-people), `wandb_id`, and what the workers write (`metrics.jsonl`, `train.log`, `events.jsonl`,
-`checkpoints/`). torchrun is started as an argv list (never a shell) derived from the plan; its
-`--max-restarts` restarts failed workers, which resume from the latest checkpoint on their own.
+people), `wandb_id`, `state.json` (how the run stands: `run_state`), and what the workers write
+(`metrics.jsonl`, `train.log`, `events.jsonl`, `checkpoints/`). torchrun is started as an argv list
+(never a shell) derived from the plan and supervised by `supervise`; its `--max-restarts` restarts
+failed workers, which resume from the latest checkpoint on their own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
-import signal
 import time
 import uuid
 from pathlib import Path
 
-from mupctl.errors import RunFailure, UserError, warn
-from mupctl.launch.child import STOP_SIGNALS, spawn
-from mupctl.launch.command import torchrun_argv
+from mupctl.errors import UserError, warn
+from mupctl.launch.display import Display
+from mupctl.launch.extend import check_extension
 from mupctl.launch.preflight import preflight
-from mupctl.metrics import read_jsonl
+from mupctl.launch.supervise import run_workers
 from mupctl.paths import atomic_write, check_dir
 from mupctl.plan import PLAN_VERSION, Plan, compile_plan, plan_changes, read_plan, write_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
+from mupctl.status import run_status
 
 
 def new_run_dir(recipe, run_dir: Path | None) -> Path:
@@ -82,11 +81,12 @@ def read_run_plan(path: Path) -> Plan:
                         "`mupctl train`", "RUN_DIR") from None
 
 
-def lock_run_dir(run_dir: Path, recipe) -> object:
+def lock_run_dir(run_dir: Path, recipe, sign: bool = True) -> object:
     """An exclusive lock on a single-node run directory, held by this process until it exits, so
     that two `mupctl resume` (or a resume and a live run) never write into one run at once. The OS
     drops it when the process dies, even by SIGKILL. Multi-node runs share one directory between
-    several launchers by design (`joins_multinode_run`) and take no lock."""
+    several launchers by design (`joins_multinode_run`) and take no lock. `sign`: write this
+    process into it (`sign_lock`) at once."""
     import fcntl
     if recipe.launch.nnodes > 1:
         return None
@@ -99,11 +99,18 @@ def lock_run_dir(run_dir: Path, recipe) -> object:
         f.close()
         raise UserError(f"{run_dir} is in use by {holder}; wait for it to finish (or stop it) first", "RUN_DIR") \
             from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"mupctl pid {os.getpid()}\n")
-    f.flush()
+    if sign:
+        sign_lock(f)
     return f
+
+
+def sign_lock(f) -> None:
+    """Write `mupctl pid N` into a held run lock (what `in use by …` and `mupctl status` read)."""
+    if f is not None:
+        f.seek(0)
+        f.truncate()
+        f.write(f"mupctl pid {os.getpid()}\n")
+        f.flush()
 
 
 def write_run_files(run_dir: Path, recipe, plan: Plan) -> None:
@@ -114,80 +121,33 @@ def write_run_files(run_dir: Path, recipe, plan: Plan) -> None:
         atomic_write(run_dir / "wandb_id", uuid.uuid4().hex[:12] + "\n")
 
 
-def run_torchrun(run_dir: Path, argv: list[str], max_restarts: int) -> None:
-    """Run the workers. torchrun runs in its own session and dies with the launcher (launch.child), and
-    the launcher passes each SIGINT and SIGTERM it receives on to it exactly once, as SIGTERM (torchrun
-    treats both alike): a Ctrl-C, a `kill -INT` of the launcher and a signal to its process group take
-    the same path. The workers' events.jsonl rows (stop, failed) say how it ended."""
-    print(f"mupctl: launching {shlex.join(argv)}", flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
-    seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
-    received: list[int] = []
-
-    def on_signal(signum, frame):  # as SIGTERM: a SIGINT in torchrun's own startup prints a traceback
-        received.append(signum)
-        proc.send_signal(signal.SIGTERM)
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
-    try:
-        proc = spawn(argv, env=env)
-        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    try:
-        rc = proc.wait()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    events = read_jsonl(run_dir / "events.jsonl")[seen:]
-    restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
-    if restarts:
-        print(f"mupctl: workers were restarted {restarts} time(s) (limit {max_restarts})", flush=True)
-    stopped = events[-1] if events and events[-1].get("event") == "stop" else None
-    if received and (rc != 0 or stopped):
-        name = signal.Signals(received[0]).name
-        if stopped and stopped.get("checkpoint"):
-            raise RunFailure(f"stopped by {name} after step {stopped['step']}, checkpoint saved there: continue "
-                             f"with `mupctl resume {run_dir}`")
-        if stopped:
-            raise RunFailure(f"stopped by {name} after step {stopped['step']} (no checkpoint: "
-                             f"checkpoint.interval is 0); `mupctl resume {run_dir}` starts it over")
-        raise RunFailure(f"stopped by {name} before the workers could save; `mupctl resume {run_dir}` continues "
-                         "from the newest checkpoint")
-    if rc != 0:
-        reasons = [e["message"] for e in events if e.get("event") == "failed" and e.get("message")]
-        if (run_dir / "DIVERGED.json").exists():
-            with contextlib.suppress(UserError):  # torn by the crash: fall back to the generic reason
-                reasons.append(read_run_json(run_dir / "DIVERGED.json", "message"))
-        why = reasons[-1] if reasons else \
-            f"workers exited with code {rc} after {restarts} restart(s) (limit {max_restarts})"
-        raise RunFailure(f"{why}; log: {run_dir / 'train.log'} (and torchrun's output above)")
-    print(f"mupctl: done: {run_dir}", flush=True)
-
-
 def cli_overrides(nproc_per_node=None, nnodes=None, max_restarts=None) -> list[str]:
     flags = {"launch.nproc_per_node": nproc_per_node, "launch.nnodes": nnodes, "launch.max_restarts": max_restarts}
     return [f"{k}={v}" for k, v in flags.items() if v is not None]
 
 
 def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False, run_dir: Path | None = None,
-          **flags) -> Path:
+          command: list[str] = (), quiet: bool = False, **flags) -> dict:
+    """Make the run (or join a multi-node one) and run it; the run's status when the workers ended
+    (`supervise.run_workers`). `quiet`: nothing on stdout (--json)."""
     recipe = load_recipe(recipe_path, list(overrides) + cli_overrides(**flags), use_mup=use_mup)
     plan = compile_plan(recipe)  # invalid combinations fail before anything is written
     warn(plan.warnings)
     preflight(recipe)
-    if run_dir is not None and joins_multinode_run(Path(run_dir), recipe):
+    joining = run_dir is not None and joins_multinode_run(Path(run_dir), recipe)
+    if joining:
         run_dir = Path(run_dir).resolve()
         plan = read_run_plan(run_dir / "plan.json")
-        print(f"mupctl: joining the {recipe.launch.nnodes}-node run in {run_dir}", flush=True)
     else:
         run_dir = new_run_dir(recipe, run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
         write_run_files(run_dir, recipe, plan)
-    print(f"mupctl: run directory {run_dir} (plan {plan.hash})", flush=True)
-    run_torchrun(run_dir, torchrun_argv(plan, run_dir), plan.launch.max_restarts)
-    return run_dir
+    display = Display(run_dir, plan.train.steps, quiet)
+    if joining:
+        display.note(f"mupctl: joining the {recipe.launch.nnodes}-node run in {run_dir}")
+    display.note(f"mupctl: run directory {run_dir} (plan {plan.hash})")
+    return run_workers(run_dir, plan, command, display, owner=not joining)
 
 
 def check_checkpoints(ckpt_dir: Path) -> None:
@@ -203,7 +163,7 @@ def check_checkpoints(ckpt_dir: Path) -> None:
 # What the launcher and the workers write in a run directory, and whether it is a directory: an entry of
 # the other kind is damage (a resume would fail at it, or start afresh over the run).
 RUN_ENTRIES = {"checkpoints": True, "metrics.jsonl": False, "events.jsonl": False, "wandb_id": False,
-               ".lock": False, "DIVERGED.json": False}
+               ".lock": False, "DIVERGED.json": False, "state.json": False}
 
 
 def shown(value, limit: int = 80) -> str:
@@ -212,13 +172,16 @@ def shown(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 4] + " …" + text[-2:]
 
 
-def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) -> Path:
+def resume(run_dir: Path, overrides: list[str], force: bool = False, command: list[str] = (), quiet: bool = False,
+           **flags) -> dict:
     """Relaunch a run from its newest valid checkpoint. The new plan is compiled from `recipe.yaml`
     (as it is now) plus `overrides` and compared with the run's `plan.json`: a difference outside
     `plan.RESUMABLE` breaks exact resume and is refused (exit 2, naming the field) unless `force`.
     A hand edit of `recipe.yaml` is found the same way (its plan against `plan.json`) and named as
-    such. Only then is anything written: `plan.json` when the plan changed, `recipe.yaml` when the
-    overrides changed it (a plain resume keeps its comments)."""
+    such. `train.steps` must lie past the newest checkpoint; a run already finished at it is reported
+    (the status gets a `note`) and nothing is launched (`extend.check_extension`). Only then is anything
+    written: `plan.json` when the plan changed, `recipe.yaml` when the overrides changed it (a plain
+    resume keeps its comments). Returns the run's status when the workers ended."""
     run_dir = check_dir(Path(run_dir), "RUN_DIR").resolve()  # also: the run directory is writable
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "plan.json").is_file():
         raise UserError(f"{run_dir} is not a mupctl run directory (no recipe.yaml/plan.json)", "RUN_DIR")
@@ -242,17 +205,22 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, **flags) ->
             raise UserError(f"{run_dir / name} is a {'file' if is_dir else 'directory'}, not the run's "
                             f"{'directory' if is_dir else 'file'}; restore it or move it away", "RUN_DIR")
     check_checkpoints(run_dir / "checkpoints")
+    lock = lock_run_dir(run_dir, recipe, sign=False)  # a run in use is refused before anything is said of it
+    done, notes = check_extension(run_dir, saved, plan, recipe.optimizer.lr)
+    if done is not None:
+        return run_status(run_dir) | {"note": done}
+    warn(notes)
     diverged = run_dir / "DIVERGED.json"
     why = read_run_json(diverged, "message") if diverged.exists() else None
-    lock = lock_run_dir(run_dir, recipe)  # noqa: F841 - held until this process exits
+    sign_lock(lock)  # held until this process exits
+    display = Display(run_dir, plan.train.steps, quiet)
     if why is not None:  # an explicit resume is the user's decision to try again
-        print(f"mupctl: note: {why}; resuming from the newest checkpoint anyway", flush=True)
+        display.note(f"mupctl: note: {why}; resuming from the newest checkpoint anyway")
         os.replace(diverged, run_dir / "DIVERGED.prev.json")
     for field, a, b in allowed + breaking:
-        print(f"mupctl: resume changes {field}: {shown(a)} -> {shown(b)}", flush=True)
+        display.note(f"mupctl: resume changes {field}: {shown(a)} -> {shown(b)}")
     if recipe != written:
         atomic_write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     if allowed or breaking:
         write_plan(run_dir / "plan.json", plan)
-    run_torchrun(run_dir, torchrun_argv(plan, run_dir), plan.launch.max_restarts)
-    return run_dir
+    return run_workers(run_dir, plan, command, display)

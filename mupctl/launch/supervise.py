@@ -1,0 +1,144 @@
+"""Run the workers of one launch and record how it ended (`run_state`).
+
+torchrun runs in its own session and dies with the launcher (launch.child); the launcher passes each
+SIGINT and SIGTERM it receives on to it exactly once, as SIGTERM (torchrun treats both alike, and a
+SIGINT in torchrun's own startup prints a traceback): a Ctrl-C, a `kill -INT` of the launcher and a
+signal to its process group take the same path. torchrun's stdout (the workers' lines) is shown by
+`display.Display`; its stderr (its own logs and tracebacks, the workers' stderr) goes to train.log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mupctl.errors import one_line
+from mupctl.launch.child import STOP_SIGNALS, spawn
+from mupctl.launch.command import torchrun_argv
+from mupctl.launch.display import Display, pump
+from mupctl.metrics import read_jsonl
+from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, HEARTBEAT_S, STOPPED, append_event, launch_fields,
+                              logged_step, newest_checkpoint, record_end, write_state)
+
+
+@dataclass
+class End:
+    """How a launch ended: a state of `run_state.STATES[1:]`, the step, the launcher's exit code, why."""
+    state: str
+    step: int
+    exit_code: int
+    reason: str
+
+
+def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner: bool = True) -> dict:
+    """Run torchrun for `plan` in `run_dir` and return `status.run_status` of the run afterwards, plus the
+    launch's `seconds`. `owner`: this launcher records the run's state (not a node joining a multi-node run)."""
+    from mupctl.status import run_status
+    argv = torchrun_argv(plan, run_dir)
+    base = write_state(run_dir, launch_fields(newest_checkpoint(run_dir), plan.train.steps, command)) if owner else None
+    if owner:
+        append_event(run_dir, event="launch", command=base["command"], mupctl_version=base["mupctl_version"],
+                     pid=base["pid"], host=base["host"])
+    display.start()
+    start = time.monotonic()
+    try:
+        display.note(f"mupctl: launching {shlex.join(argv)}")
+        seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
+        with heartbeat(run_dir, base):
+            rc, received = supervise(argv, display)
+        end = judge(run_dir, plan, rc, received, read_jsonl(run_dir / "events.jsonl")[seen:], display)
+    except KeyboardInterrupt:  # a Ctrl-C before the launcher's own handler was in place
+        end = End(STOPPED, logged_step(run_dir), 130, "stopped by SIGINT before the workers started")
+        raise
+    except BaseException as exc:
+        end = End(CRASHED, logged_step(run_dir), 1, one_line(f"the launcher failed: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        display.close()
+        if owner:
+            record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason)
+    return run_status(run_dir) | {"seconds": round(time.monotonic() - start, 1),
+                                  **({} if owner else {"state": end.state, "reason": end.reason})}
+
+
+def supervise(argv: list[str], display: Display) -> tuple[int, list[int]]:
+    """Start torchrun, pass stop signals on once each, wait; (its exit code, the signals received)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        proc.send_signal(signal.SIGTERM)
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
+    try:
+        proc = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    pumps = [pump(proc.stdout, display.worker_line), pump(proc.stderr, display.torchrun_line)]
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    for thread in pumps:  # the pipes close once the workers, which follow torchrun within 0.1 s, are gone too
+        thread.join(timeout=10)
+    return rc, received
+
+
+@contextlib.contextmanager
+def heartbeat(run_dir: Path, base: dict | None):
+    """While the block runs, rewrite state.json's `heartbeat` every HEARTBEAT_S (nothing when `base` is None)."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                write_state(run_dir, base | {"heartbeat": time.time()})
+
+    thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
+    if base is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if base is not None:
+            thread.join()
+
+
+def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict], display: Display) -> End:
+    """The end of a launch from torchrun's exit code, the signals the launcher got and the workers' events."""
+    restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
+    limit = plan.launch.max_restarts
+    if restarts:
+        display.note(f"mupctl: workers were restarted {restarts} time(s) (limit {limit})")
+    stop = events[-1] if events and events[-1].get("event") == "stop" else None
+    if stop or (received and rc != 0):
+        by = signal.Signals(received[0]).name if received else "a signal to the workers"
+        if stop and stop.get("checkpoint"):
+            why = f"checkpoint saved there: continue with `mupctl resume {run_dir}`"
+        elif stop:
+            why = f"no checkpoint: checkpoint.interval is 0; `mupctl resume {run_dir}` starts it over"
+        else:
+            why = f"before the workers could save; `mupctl resume {run_dir}` continues from the newest checkpoint"
+        step = stop["step"] if stop else logged_step(run_dir)
+        return End(STOPPED, step, 1, f"stopped by {by} after step {step}, {why}" if stop else f"stopped by {by} {why}")
+    if rc == 0:
+        return End(FINISHED, plan.train.steps, 0, f"reached train.steps ({plan.train.steps})")
+    log = f"log: {run_dir / 'train.log'}"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # absent, or torn by the crash
+        diverged = json.loads((run_dir / "DIVERGED.json").read_text())
+        return End(DIVERGED, int(diverged["step"]), 1, f"{diverged['message']}; {log}")
+    reasons = [e["message"] for e in events if e.get("event") == "failed" and e.get("message")]
+    why = reasons[-1] if reasons else f"workers exited with code {rc} after {restarts} restart(s) (limit {limit})"
+    return End(CRASHED, logged_step(run_dir), 1, one_line(f"{why}; {log}"))
