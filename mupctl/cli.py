@@ -393,6 +393,8 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
         cost = "n/a" if largest["transfer_cost"] is None else f"{largest['transfer_cost']:.4f} nats"
         print(f"sweep: optimum shift {shown}{shift_interval_text(report)}; transfer cost at {report['axis']} "
               f"{largest['size']}: {cost}{regret_text(report)}; {out / 'sweep.md'}")
+        for caveat in report["warnings"]:
+            print(f"  caveat: {caveat}")
 
 
 @app.command()

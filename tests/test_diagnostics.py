@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from mupctl.diagnostics.coord_cli import parse_list, run_coord_check
+from mupctl.diagnostics.coord_cli import format_summary, parse_list, run_coord_check
 from mupctl.diagnostics.cells import cell_losses, data_passes
 from mupctl.diagnostics.sweep import run_sweep
+from mupctl.diagnostics.plots import sweep_figure
 from mupctl.diagnostics.sweep_report import write_markdown
 from mupctl.diagnostics.sweep_stats import (add_transfer_cost, fit_optimum, loss_at, regret, seed_statistics,
                                             summarize_cells, wider_is_better)
@@ -172,11 +173,12 @@ def test_seed_statistics_measure_how_far_seeds_alone_move_the_shift():
     assert stats["shift_interval"]["level"] == 0.9 and stats["shift_interval"]["resamples"] == 1000
     assert seed_statistics(noisy, sizes, lrs) == stats  # deterministic, so reports are reproducible
     report = summarize_cells(noisy, sizes, lrs) | {"scaling_recipe": "mup", "sizes": sizes, "axis": "width",
-                                                   "steps": 10_000, "proxy_recipe": {"train": {"global_batch": 64},
-                                                                                     "model": {"seq_len": 256}}}
+                                                   "steps": 10_000, "base": {"d_model": 32},
+                                                   "proxy_recipe": {"train": {"global_batch": 64},
+                                                                    "model": {"seq_len": 256, "init_std": None}}}
     def seeds_caveat(shift, high):
         r = report | {"shift_octaves": shift, "shift_interval": report["shift_interval"] | {"high": high}}
-        return [w for w in caveats(r, r["curves"][-1]["optimum"]) if "seeds alone" in w]
+        return [w for w in caveats(r) if "seeds alone" in w]
     assert seeds_caveat(0.6, 1.4) == ["the seeds alone move the optimum shift up to 1.40 octaves (90% seed-bootstrap "
                                       "interval): rerun with more --seeds to establish transfer"]
     assert seeds_caveat(0.6, 0.8) == [] and seeds_caveat(1.2, 1.4) == []  # resolved; or the shift caveat says it
@@ -210,9 +212,10 @@ def test_val_rose_lists_the_cells_that_rose_past_the_tolerance_and_tune_warns():
     report = summarize_cells(cells, [32, 64], [1e-3, 1e-2])
     assert report["val_rose"] == {"tolerance": 0.01, "cells": [2, 3], "max": 0.3}
     report |= {"cells": cells, "scaling_recipe": "mup", "sizes": [32, 64], "axis": "width", "steps": 10,
-               "proxy_recipe": {"train": {"global_batch": 8}, "model": {"seq_len": 64}}}
+               "base": {"d_model": 32}, "proxy_recipe": {"train": {"global_batch": 8},
+                                                         "model": {"seq_len": 64, "init_std": None}}}
     assert any(w.startswith("val loss rose at the end of 2 of 4 cells (up to 0.300 nats") and "first: 2)" in w
-               for w in caveats(report, report["curves"][-1]["optimum"]))
+               for w in caveats(report))
     assert data_passes(None, 10, None) is None  # synthetic data never repeats
 
 
@@ -230,6 +233,9 @@ def test_coord_check_mup_is_flat_and_sp_is_not(recipe, tmp_path):
     common = dict(widths=[32, 64, 128], depths=None, steps=4, batch=8, seq_len=32, threshold=0.3)
     mup = run_coord_check(recipe, [], out_dir=tmp_path / "mup", **common)
     assert mup["pass"], mup["max_abs_slope"]
+    assert mup["warnings"] == ["width 32 below 64: finite-width effects move the RMS slopes by up to ~0.25 there, "
+                               "so the verdict is loose; check at widths >= 64"]
+    assert format_summary(mup).splitlines()[-1] == f"  caveat: {mup['warnings'][0]}"
     report = json.loads((tmp_path / "mup" / "coord_check.json").read_text())
     assert report["summary"]["axis"] == "width" and report["scaling_recipe"] == "mup"
     assert set(report["rms"]) == {"embedding", "attn_out", "mlp_out", "residual", "logits", "logits_centered",
@@ -263,7 +269,7 @@ def test_sweep_reports_every_cell_and_records_divergence(sweep):
     train_tokens = corpus - int(corpus * 0.05)  # the embedded split, val_fraction 0.05
     assert report["data_passes"] == pytest.approx(10 * 8 * 64 / train_tokens)
     assert f"- passes over the training split per cell: {report['data_passes']:.2f}" in (out / "sweep.md").read_text()
-    assert report["val_rose"]["cells"] == [] and "warning" not in (out / "sweep.md").read_text()
+    assert report["val_rose"]["cells"] == [] and "memorizes" not in (out / "sweep.md").read_text()
 
 
 def test_sweep_with_a_baseline_sweeps_the_sp_twin_and_reports_the_regret(recipe, sweep):
@@ -309,6 +315,18 @@ def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, swee
     assert res.stdout.startswith(f"sweep: optimum shift {report['shift_octaves']:.2f} octaves; "
                                  f"transfer cost at width 64: {cost:.4f} nats; regret vs none at width 64: "
                                  f"{wide['regret']:+.4f} (own best {wide['regret_own']:+.4f}) at η₀ = ")
+    # the verdict's caveats (tune's), on stdout, in the JSON, in sweep.md and under the plot
+    assert report["warnings"] == caveats(report) and any(w.startswith("small proxy (width 64 < 256") for w in
+                                                          report["warnings"])
+    edges = [c["size"] for c in report["curves"] if c["optimum"]["at_edge"]]
+    assert any("edge of the LR grid" in w for w in report["warnings"]) == bool(edges)
+    assert res.stdout.splitlines()[1:] == [f"  caveat: {w}" for w in report["warnings"]]
+    assert json.loads((out / "sweep.json").read_text())["warnings"] == report["warnings"]
+    assert all(f"- **warning:** {w}" in (out / "sweep.md").read_text() for w in report["warnings"])
+    fig = sweep_figure(report)
+    assert list(fig.axes[0].get_xticks()) == sorted(set(LRS + BASELINE_LRS))  # ticks at the swept LRs
+    footer = " ".join(fig.texts[0].get_text().split())  # the caveats, wrapped, under the plot
+    assert all(" ".join(f"caveat: {w}".split()) in footer for w in report["warnings"])
 
 
 def test_sweep_checks_the_target_values_before_any_cell_runs(recipe, tmp_path):
@@ -343,7 +361,7 @@ def test_one_size_is_a_plain_lr_sweep_without_shift(recipe, sweep, tmp_path):
     single = json.loads((one / "sweep.json").read_text())
     assert single["shift_octaves"] is None and single["wider_is_better"] == {"ok": None, "by_lr": []}
     assert single["curves"][0]["transfer_cost"] is None
-    assert any("transfer to other sizes was not measured" in w for w in caveats(single, single["curves"][0]["optimum"]))
+    assert any("transfer to other sizes was not measured" in w for w in caveats(single))
     assert single["curves"][0]["optimum"] == report["curves"][1]["optimum"]  # width 64, the same cells
     assert "- one size: an LR sweep, no shift or size check" in (one / "sweep.md").read_text()
 
@@ -353,7 +371,7 @@ def test_sweep_markdown_names_the_axis_of_the_size_check(sweep, tmp_path):
     assert "- wider is better at every LR" in (out / "sweep.md").read_text()
     write_markdown(report | {"axis": "depth"}, tmp_path / "depth.md")
     text = (tmp_path / "depth.md").read_text()
-    assert "- deeper is better at every LR" in text and "wider" not in text and "warning" not in text
+    assert "- deeper is better at every LR" in text and "wider" not in text and "memorizes" not in text
     assert report["depth_alpha"] is None and f"({report['scaling_recipe']}, adamw)" in text
     write_markdown(report | {"scaling_recipe": "depth_mup", "depth_alpha": 0.5}, tmp_path / "alpha.md")
     assert "(depth_mup, α = 0.5, adamw) over width" in (tmp_path / "alpha.md").read_text()

@@ -50,6 +50,17 @@ THEORY_NOTE = {  # (axis, whether the recipe scales that axis) → what the theo
                        "verdicts should fail after a few steps at a tuned LR"),
 }
 FROM_STEP = 2
+SMALL_WIDTH = 64  # below it, finite-width effects alone move the RMS slopes by up to ~0.25 (tests at 32-128)
+
+
+def coord_caveats(axis: str, sizes: list[int], d_model: int) -> list[str]:
+    """What makes the verdict loose, one line each: widths below SMALL_WIDTH (swept, or the fixed width of a
+    depth check)."""
+    small = [s for s in sizes if s < SMALL_WIDTH] if axis == "width" else [d_model] * (d_model < SMALL_WIDTH)
+    if not small:
+        return []
+    return [f"width{'s' if len(small) > 1 else ''} {', '.join(map(str, small))} below {SMALL_WIDTH}: finite-width "
+            "effects move the RMS slopes by up to ~0.25 there, so the verdict is loose; check at widths >= 64"]
 MAX_CHECK_STEPS, MAX_CHECK_BATCH = 100_000, 2**16  # far past any useful check; bounds memory and time
 
 
@@ -98,7 +109,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     """Run the coordinate check in process; write `coord_check.json` and `coord_check.png` to out_dir;
     return the summary: {"axis", "sizes", "pass", "threshold", "from_step", "judged_roles",
     "max_abs_slope" {role: …}, "note", "delta_verdict" {"pass", "threshold", "from_step",
-    "judged_roles", "max_abs_slope", "note"}, "theory", "json", "png"} (non-finite numbers as null).
+    "judged_roles", "max_abs_slope", "note"}, "theory", "warnings" (`coord_caveats`), "json", "png"}
+    (non-finite numbers as null).
     `pass` is the raw-RMS verdict (as before the Δ roles existed) and alone decides the CLI's exit
     code; `theory` names the verdict the scaling theory of this axis and recipe speaks to."""
     from mupctl.data import open_data
@@ -137,7 +149,8 @@ def run_coord_check(recipe_path, overrides: list[str], widths: list[int] | None,
     summary = {"axis": axis, "sizes": sizes, "judged_roles": roles, **verdict,
                "note": DEPTH_NOTE if axis == "depth" else "across width every recorded RMS role is judged",
                "delta_verdict": {**delta, "judged_roles": list(DELTA_ROLES), "note": DELTA_NOTE},
-               "theory": theory, "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
+               "theory": theory, "warnings": coord_caveats(axis, sizes, first.model.d_model),
+               "json": str(out / "coord_check.json"), "png": str(out / "coord_check.png")}
     report = {"name": first.name, "scaling_recipe": first.scaling.recipe, "depth_alpha": depth_alpha(first),
               "optimizer": first.optimizer.name, "base": resolved_base(first), "overrides": list(overrides),
               "data": data.describe(), "batch": batch, "seq_len": seq_len, "seed": seed, **result,
@@ -163,4 +176,5 @@ def format_summary(summary: dict) -> str:
         f"  delta from init (delta_verdict) {'PASS' if delta['pass'] else 'FAIL'} "
         f"(|slope| <= {delta['threshold']}, steps >= {delta['from_step']}): {_worst(delta['max_abs_slope'])}",
         f"  {summary['theory']}",
+        *(f"  caveat: {w}" for w in summary.get("warnings", [])),
     ])

@@ -71,15 +71,27 @@ def plot_coord_check(report: dict, path: Path) -> None:
     fig.suptitle(f"{report['name']} ({recipe_label(report)}, {report['optimizer']}): coordinate check over "
                  f"{summary['axis']} — RMS: {verdict}{delta_text} (max |slope| from step {summary['from_step']} "
                  f"≤ {summary['threshold']:g})", fontsize=10)
+    if summary.get("warnings"):
+        fig.set_figheight(fig.get_figheight() + 0.3 + 0.15 * len(summary["warnings"]))
+        fig.get_layout_engine().set(rect=(0, caveat_footer(fig, summary["warnings"]), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_sweep(report: dict, path: Path) -> None:
-    """Mean val loss vs LR (log2 x), one curve per size colored by size, a star at each size's
-    optimum; diverged LRs are gaps in the curve, marked × on the top edge. The optimum shift across
-    sizes is in the title. With a baseline twin (`regret`): its best loss per size as a hollow
-    square on the left, and a right panel with the regret per size (mean curves, each seed dotted)."""
+    """sweep.png: `sweep_figure`, saved."""
+    plt = _pyplot()
+    fig = sweep_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_figure(report: dict):
+    """Mean val loss vs LR (log2 x, ticks at the swept LRs), one curve per size colored by size, a star at
+    each size's optimum; diverged LRs are gaps in the curve, marked × on the top edge. The optimum shift
+    across sizes is in the title, the report's caveats (`warnings`) under the plot. With a baseline twin
+    (`regret`): its best loss per size as a hollow square on the left, and a right panel with the regret
+    per size (mean curves, each seed dotted)."""
     plt = _pyplot()
     reg = report.get("regret")
     fig, axes = plt.subplots(1, 2 if reg else 1, figsize=(12 if reg else 7, 4.5), squeeze=False)
@@ -102,6 +114,7 @@ def plot_sweep(report: dict, path: Path) -> None:
     lrs = report["lrs"] + (report["baseline"]["lrs"] if reg else [])
     ax.set_xscale("log", base=2)
     ax.set_xlim(min(lrs) / 1.5, max(lrs) * 1.5)
+    lr_ticks(ax, sorted(set(lrs)))
     ax.set_xlabel(f"{report['lr_key']} (× on top: diverged)")
     ax.set_ylabel(f"val loss after {report['steps']} steps (mean of {report['seeds']} seed(s))")
     shift = report["shift_octaves"]
@@ -111,9 +124,29 @@ def plot_sweep(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     if reg:
         _plot_regret(axes[0][1], report)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, caveat_footer(fig, report.get("warnings", [])), 1, 1))
+    return fig
+
+
+def lr_ticks(ax, lrs: list[float]) -> None:
+    """x ticks at the swept LRs themselves, labelled as typed (1e-3, 0.003), no minor ticks."""
+    from matplotlib.ticker import NullLocator
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs], rotation=45 if len(lrs) > 6 else 0, fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def caveat_footer(fig, warnings: list[str]) -> float:
+    """The verdict's caveats under the panels, one wrapped line each; the fraction of the figure's height
+    they take (0 without caveats), for the layout to keep free."""
+    import textwrap
+    if not warnings:
+        return 0.0
+    width = int(fig.get_figwidth() * 15)  # characters per line at fontsize 7
+    text = "\n".join(textwrap.fill(f"caveat: {w}", width, subsequent_indent="    ") for w in warnings)
+    lines = text.count("\n") + 1
+    height = min(0.5, (lines * 0.13 + 0.1) / fig.get_figheight())
+    fig.text(0.01, 0.01, text, fontsize=7, va="bottom", ha="left", color="darkred")
+    return height
 
 
 def _plot_regret(ax, report: dict) -> None:

@@ -150,8 +150,11 @@ def assemble(p: dict) -> dict:
 
 
 def write_report(report: dict, out: Path) -> dict:
-    """sweep.json, sweep.md and sweep.png in out; returns the report with non-finite numbers as None."""
+    """sweep.json, sweep.md and sweep.png in out, each with the verdict's caveats (`warnings`, those
+    `tune` gives); returns the report with non-finite numbers as None."""
     from mupctl.diagnostics.plots import plot_sweep
+    from mupctl.diagnostics.tune import caveats
+    report = report | {"warnings": caveats(finite_json(report))}
     write_json(out / "sweep.json", report)
     report = finite_json(report)
     write_markdown(report, out / "sweep.md")

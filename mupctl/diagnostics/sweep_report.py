@@ -9,7 +9,7 @@ from mupctl.diagnostics.reports import recipe_label
 
 def write_markdown(report: dict, path: Path) -> None:
     """sweep.md: mean val loss per size × LR (best in bold, — = diverged), optima, shift, wider-is-better,
-    and a warning when cells memorize (`val_rose`)."""
+    and the verdict's caveats (`tune.caveats`: grid edge, memorizing cells, a small proxy, …)."""
     lrs = report["lrs"]
     lines = [f"# LR sweep: {report['name']} ({recipe_label(report)}, {report['optimizer']}) over "
              f"{report['axis']}", "",
@@ -39,8 +39,8 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append(f"- seed-to-seed standard deviation of a cell's val loss: {report['seed_sd']:.4f} nats")
     if report["data_passes"] is not None:
         lines.append(f"- passes over the training split per cell: {report['data_passes']:.2f}")
-    if report["val_rose"]["cells"]:
-        lines.append(f"- **warning:** {memorization_warning(report)}")
+    from mupctl.diagnostics.tune import caveats  # tune reads this module's texts
+    lines += [f"- **warning:** {w}" for w in caveats(report)]
     if report.get("regret"):
         lines += [""] + regret_lines(report)
     path.write_text("\n".join(lines + [""]))

@@ -99,15 +99,19 @@ def target_model_overrides(proxy, targets: list[str]) -> list[str]:
     return size_overrides(proxy, "width", d_model, "--target") if isinstance(d_model, int) and d_model > 0 else []
 
 
-def caveats(report: dict, opt: dict) -> list[str]:
-    """What makes the emitted LR less trustworthy, one line each."""
+def caveats(report: dict) -> list[str]:
+    """What makes a sweep's verdict and the LR tune emits from it less trustworthy, one line each (`sweep`
+    prints them with its verdict, writes them into sweep.json and onto sweep.png; `tune` with its recipe)."""
     out = []
     if report["scaling_recipe"] == "none":
         out.append("scaling.recipe is none: SP hyperparameters do not transfer across sizes; the LR is only "
                    "the optimum at the reference size")
-    if opt["at_edge"]:
-        out.append(f"the optimum at the reference size is at the edge of the LR grid ({opt['lr']:g}): extend "
-                   "--lrs past it and rerun the sweep (finished cells are kept)")
+    edges = [f"{report['axis']} {c['size']} ({c['optimum']['lr']:g})" for c in report["curves"]
+             if c["optimum"]["at_edge"]]
+    if edges:
+        out.append(f"the optimum is at the edge of the LR grid at {', '.join(edges)}: the true optimum may lie "
+                   "beyond it, so the optimum and its shift are bounds, not measurements; extend --lrs past it "
+                   "and rerun the sweep (finished cells are kept)")
     if (report["shift_octaves"] or 0) > 1:
         out.append(f"the optimum moved {report['shift_octaves']:.2f} octaves across the swept sizes: transfer "
                    "is not established at these sizes")
@@ -187,7 +191,7 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
         recipe = target_recipe(report["proxy_recipe"], report["base"], target_overrides,
                                [f"{report['lr_key']}={opt['lr']!r}"])
         build_plan(recipe)
-        warnings = caveats(report, opt) + depth_caveats(report, recipe)
+        warnings = caveats(report) + depth_caveats(report, recipe)
         shift = "n/a" if report["shift_octaves"] is None else f"{report['shift_octaves']:.2f} octaves"
         header = [f"# Emitted by mupctl from the sweep of {report['name']} over {report['axis']} {report['sizes']}:",
                   f"# {report['lr_key']} = {opt['lr']:.6g}, the optimum at the reference {report['axis']} "
