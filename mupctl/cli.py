@@ -238,12 +238,13 @@ def resume(run_dir: str = typer.Argument(..., help="a run directory made by `mup
 def _ended(status: dict, as_json: bool) -> None:
     """How `train`/`resume` end: the JSON object or the summary line on stdout; a run that did not finish
     is a `RunFailure` (one line on stderr, exit 1)."""
+    from mupctl.run_state import FINISHED
     from mupctl.status import summary_line
     if as_json:
         emit_json(status)
     else:
         print(f"mupctl: {status.get('note') or summary_line(status, status.get('seconds'))}", flush=True)
-    if status["state"] != "finished":
+    if status["state"] != FINISHED:
         raise RunFailure(status["reason"])
 
 
