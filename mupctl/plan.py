@@ -25,6 +25,7 @@ from mupctl.architecture import Shape, derive_shape, flops_per_token
 from mupctl.recipe.schema import (CheckpointConfig, DataConfig, LaunchConfig, LoggingConfig, MuonConfig,
                                   ScheduleConfig, TrainConfig)
 from mupctl.scaling import compile_policy
+from mupctl.scaling.optimizers import NAMES as OPTIMIZER_NAMES, state_bytes
 
 PLAN_VERSION = 2  # 2: train/data/checkpoint/logging sections, no launch.argv, no resume_fields
 HASHED = ("version", "model", "recipe", "optimizer", "optimizer_settings", "width_mult", "depth_mult",
@@ -37,10 +38,8 @@ HASHED = ("version", "model", "recipe", "optimizer", "optimizer_settings", "widt
 RESUMABLE = ("name", "train.steps", "schedule.steps", "train.micro_batch", "train.compile",
              "train.activation_checkpointing", "train.deterministic", "train.log_interval",
              "train.eval_interval", "train.eval_batches", "train.telemetry_interval", "checkpoint", "logging",
-             "launch", "summary.memory_per_gpu_bytes", "warnings")
-
-# Bytes of optimizer state per parameter element (fp32 state).
-STATE_BYTES = {"adamw": 8, "adam": 8, "muon": 4}
+             "launch", "summary.memory_per_gpu_bytes", "warnings", "optimizer_settings.muon.distributed",
+             "optimizer_settings.muon.batched_ns")
 
 
 class Frozen(BaseModel):
@@ -74,7 +73,7 @@ class TensorPolicy(Frozen):
     lr: float
     eps: Optional[float]
     weight_decay: float
-    optimizer: Literal["adamw", "adam", "sgd", "muon"]
+    optimizer: Literal[OPTIMIZER_NAMES]  # the registered optimizer (mupctl.scaling.optimizers) updating it
 
 
 class Multipliers(Frozen):
@@ -113,7 +112,7 @@ class Plan(Frozen):
     schedule: Schedule
     data: DataConfig
     recipe: Literal["none", "mup", "depth_mup"]
-    optimizer: Literal["adamw", "adam", "sgd", "muon"]
+    optimizer: Literal[OPTIMIZER_NAMES]
     optimizer_settings: OptimizerSettings
     width_mult: float
     depth_mult: float
@@ -140,12 +139,6 @@ class Plan(Frozen):
         return self.train.global_batch * self.model.seq_len
 
 
-def _state_bytes(tensor: dict, opt) -> int:
-    if tensor["optimizer"] == "sgd":
-        return 4 if opt.momentum > 0 else 0
-    return STATE_BYTES[tensor["optimizer"]]
-
-
 def summary(recipe, tensors: list[dict]) -> dict:
     """Parameter counts, training FLOPs per token and a per-GPU memory estimate (fp32 master
     weights + fp32 grads + optimizer state; divided by world size under FSDP; activations excluded)."""
@@ -154,7 +147,7 @@ def summary(recipe, tensors: list[dict]) -> dict:
     world = recipe.launch.nproc_per_node * recipe.launch.nnodes
     shard = world if recipe.launch.strategy == "fsdp" else 1
     weights, grads = 4 * n // shard, 4 * n // shard
-    state = sum(prod(t["shape"]) * _state_bytes(t, recipe.optimizer) for t in tensors) // shard
+    state = sum(prod(t["shape"]) * state_bytes(t["optimizer"], recipe.optimizer) for t in tensors) // shard
     return {
         "params": n,
         "non_embedding_params": n - n_emb,
@@ -164,9 +157,17 @@ def summary(recipe, tensors: list[dict]) -> dict:
     }
 
 
+def _unresumable(value, prefix: str):
+    """`value` without the mapping keys whose dotted field (under `prefix`) is `resumable`."""
+    if not isinstance(value, dict):
+        return value
+    return {k: _unresumable(v, f"{prefix}{k}.") for k, v in value.items() if not resumable(f"{prefix}{k}")}
+
+
 def plan_hash(plan: dict) -> str:
-    """16 hex digits of SHA-256 over the HASHED fields of a plan's JSON object."""
-    blob = json.dumps({k: plan[k] for k in HASHED}, sort_keys=True, separators=(",", ":"))
+    """16 hex digits of SHA-256 over the HASHED fields of a plan's JSON object, less their resumable
+    parts (e.g. `optimizer_settings.muon.distributed`: how Newton-Schulz is spread over ranks)."""
+    blob = json.dumps({k: _unresumable(plan[k], f"{k}.") for k in HASHED}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

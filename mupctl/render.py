@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shlex
 import sys
+from types import SimpleNamespace
 
 from rich.console import Console
 from rich.table import Table
 
 from mupctl.architecture import ROLES
+from mupctl.scaling.optimizers import OPTIMIZERS, family
 
 
 def make_console() -> Console:
@@ -85,8 +87,36 @@ def print_plan(plan: dict, explain: bool = False, console: Console | None = None
     for name, v in plan["multipliers"].items():
         t.add_row(name, _num(v), *([_exp(plan["multiplier_exponents"][name])] if explain else []))
     c.print(t)
+    if explain:
+        c.print(optimizer_table(plan))
     c.print("[bold]launch[/]: " + shlex.join(plan["command"]), soft_wrap=True)
     c.print(f"[bold]plan hash[/]: {plan['hash']}")
+
+
+def optimizer_table(plan: dict) -> Table:
+    """The registry's declaration of every optimizer the plan uses (mupctl.scaling.optimizers)."""
+    settings = plan["optimizer_settings"]
+    muon = settings.get("muon") or {}
+    parts: dict[str, dict] = {}
+    for t in plan["tensors"]:
+        fam = family(plan["optimizer"], t["role"], len(t["shape"]), muon.get("adjust_lr_fn", "original"))
+        info = parts.setdefault(t["optimizer"], {"roles": [], "families": [], "tensors": 0})
+        info["tensors"] += 1
+        for key, value in (("roles", t["role"]), ("families", fam)):
+            if value not in info[key]:
+                info[key].append(value)
+    t = Table(title="optimizers (registry: mupctl/scaling/optimizers.py)")
+    for col in ("optimizer", "updates", "μP family", "state per element", "checkpointed as", "torch"):
+        t.add_column(col)
+    for name, info in parts.items():
+        entry = OPTIMIZERS[name]
+        state = entry.state(SimpleNamespace(**settings))
+        torch_class = entry.torch + (f" (Newton–Schulz: {muon.get('distributed')}, batched {muon.get('batched_ns')})"
+                                     if entry.section == "muon" else "")
+        t.add_row(name, f"{', '.join(info['roles'])} ({info['tensors']} tensors)", ", ".join(info["families"]),
+                  f"{', '.join(state) or 'none'} ({4 * len(state)} B)",
+                  "optim.state.<FQN>.<state>" if state else "—", torch_class)
+    return t
 
 
 def print_mismatches(mismatches, console: Console | None = None) -> None:

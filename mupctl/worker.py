@@ -35,7 +35,7 @@ from mupctl.launch.child import die_with_parent
 from mupctl.metrics import MetricsLog, Throughput, truncate_metrics
 from mupctl.mfu import mfu
 from mupctl.model import GPT
-from mupctl.optim import build_optimizer, optimizer_parts
+from mupctl.optim import build_optimizer, muon_layout, optimizer_parts
 from mupctl.paths import atomic_write
 from mupctl.plan import Plan, read_plan
 from mupctl.ranks import agree, global_mean
@@ -126,6 +126,8 @@ class Trainer:
     def run(self) -> None:
         steps = self.plan.train.steps
         start = self.restore()
+        if self.rank == 0 and (layout := muon_layout(self.optimizer)):  # who orthogonalizes which matrix
+            write_event(self.run_dir, event="muon", step=start, **layout)
         stop_probe = StopProbe(start, self.device)
         if start == 0 and self.evaluator.interval:
             self.log.log({"step": 0, "val_loss": self.evaluator.evaluate()})

@@ -1,23 +1,34 @@
 """Optimizers from the plan's per-tensor values: one param group per (optimizer, lr, eps, weight_decay).
 
 Each group keeps the plan LR as `peak_lr` (a schedule sets ``group["lr"] = group["peak_lr"] · factor``)
-and the `roles` of its tensors. Plan optimizer names map to torch classes:
+and the `roles` of its tensors. A plan tensor's `optimizer` names a registry entry
+(`mupctl.scaling.optimizers`), which says which torch class updates it and with what arguments:
 
-    adamw → AdamW(betas)   adam → Adam(betas)   sgd → SGD(momentum, nesterov)
-    muon  → Muon(momentum, nesterov, ns_steps, adjust_lr_fn) for 2-D hidden matrices, plus AdamW for
-            the rest, wrapped in one `MuonAdamW`
+    adamw → torch.optim.AdamW(betas)   adam → torch.optim.Adam(betas)   sgd → torch.optim.SGD(momentum, nesterov)
+    muon  → `mupctl.optim.muon.Muon` (torch.optim.Muon's update, batched and optionally layer-wise
+            distributed Newton–Schulz) for 2-D hidden matrices; with AdamW for the rest, wrapped in
+            one `MuonAdamW`
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import ChainMap, Counter
 
 import torch
 
 from mupctl.plan import Plan
+from mupctl.scaling.optimizers import OPTIMIZERS
 
-CLASSES = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD, "muon": torch.optim.Muon}
-ADAPTIVE = ("adamw", "adam")  # the optimizers whose groups carry an eps from the plan
+
+def _resolve(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+CLASSES = {name: _resolve(e.torch) for name, e in OPTIMIZERS.items()}
+"""Registered optimizer name → the torch class that realizes it."""
+ADAPTIVE = tuple(name for name, e in OPTIMIZERS.items() if e.eps)  # groups carry an eps from the plan
 
 
 def plan_param_groups(model: torch.nn.Module, plan: Plan) -> dict[str, list[dict]]:
@@ -50,21 +61,26 @@ def plan_param_groups(model: torch.nn.Module, plan: Plan) -> dict[str, list[dict
 
 
 def build_optimizer(model: torch.nn.Module, plan: Plan, fused: bool | None = None) -> torch.optim.Optimizer:
-    """The optimizer of a plan (fused AdamW/Adam by default when the parameters are on CUDA)."""
-    s = plan.optimizer_settings
+    """The optimizer of a plan, each part built as its registry entry says (fused AdamW/Adam by
+    default when the parameters are on CUDA)."""
     if fused is None:
         fused = next(model.parameters()).is_cuda
+    names = {p: n for n, p in model.named_parameters()}
     opts = []
     for name, groups in plan_param_groups(model, plan).items():
-        if name in ADAPTIVE:
-            opts.append(CLASSES[name](groups, betas=s.betas, fused=fused or None))
-        elif name == "sgd":
-            opts.append(torch.optim.SGD(groups, momentum=s.momentum, nesterov=s.nesterov))
-        else:
-            mu = s.muon
-            opts.append(torch.optim.Muon(groups, momentum=mu.momentum, nesterov=mu.nesterov, ns_steps=mu.ns_steps,
-                                         adjust_lr_fn=mu.adjust_lr_fn))
+        entry = OPTIMIZERS[name]
+        kwargs = entry.kwargs(plan.optimizer_settings)
+        if entry.fused:
+            kwargs["fused"] = fused or None
+        if entry.named:
+            kwargs["names"] = names
+        opts.append(CLASSES[name](groups, **kwargs))
     return opts[0] if len(opts) == 1 else MuonAdamW(*opts)
+
+
+def muon_layout(opt: torch.optim.Optimizer) -> dict | None:
+    """How the Muon part (if any) spreads its Newton–Schulz work over ranks (`Muon.layout`), or None."""
+    return next((o.layout() for o in optimizer_parts(opt) if hasattr(o, "layout")), None)
 
 
 def optimizer_parts(opt: torch.optim.Optimizer) -> list[torch.optim.Optimizer]:

@@ -13,6 +13,8 @@ from typing import Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from mupctl.scaling.optimizers import NAMES as OPTIMIZER_NAMES
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 10**8 - 1  # checkpoint directories are step_NNNNNNNN
 
@@ -105,10 +107,16 @@ class MuonConfig(Section):
     ns_steps: int = Field(5, gt=0, le=100)
     weight_decay: float = Field(0.0, ge=0)
     adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
+    distributed: Literal["auto", "layerwise", "replicated"] = Field(
+        "auto", description="who runs Newton-Schulz: layerwise = each rank its share of the matrices (results "
+        "all-gathered under DDP, scattered back to the shards under FSDP2), replicated = every rank all of them; "
+        "auto = layerwise when the world size > 1")
+    batched_ns: bool = Field(True, description="Newton-Schulz of same-shape matrices as one batched matmul chain "
+                             "(false: one matrix at a time, as torch.optim.Muon)")
 
 
 class OptimizerConfig(Section):
-    name: Literal["adamw", "adam", "sgd", "muon"] = "adamw"
+    name: Literal[OPTIMIZER_NAMES] = "adamw"  # the registry, mupctl.scaling.optimizers
     lr: float = Field(3e-3, gt=0, description="eta: base LR (for muon: the AdamW LR of non-matrix tensors)")
     betas: Tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0, description="epsilon: base Adam eps")

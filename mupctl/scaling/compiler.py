@@ -10,7 +10,8 @@ import math
 
 from mupctl.architecture import ROLES, derive_shape, tensor_specs
 from mupctl.errors import UserError
-from mupctl.scaling.rules import QUANTITIES, exponents, family, forward_exponents, scale
+from mupctl.scaling.optimizers import OPTIMIZERS, family, part
+from mupctl.scaling.rules import QUANTITIES, exponents, forward_exponents, scale
 
 ROLE_FACTOR = {"init_std": "init_mult", "lr": "lr_mult", "eps": "eps_mult", "weight_decay": "wd_mult"}
 """quantity → the `scaling.*_mult` table of per-role constants that multiplies its base value."""
@@ -37,6 +38,9 @@ def check_combination(recipe) -> None:
         if recipe.model.tie_embeddings and getattr(recipe.scaling, table).output != 1:
             raise UserError("the head is tied to the embedding, so it follows the embedding's factor; set "
                             f"scaling.{table}.embedding, or model.tie_embeddings: false", f"scaling.{table}.output")
+    if opt != "muon" and recipe.optimizer.muon.distributed == "layerwise":
+        raise UserError(f"layerwise distributes Muon's Newton-Schulz work and needs optimizer.name: muon (got "
+                        f"{opt}); drop it or set optimizer.name: muon", "optimizer.muon.distributed")
     if recipe.scaling.init_mult.vector != 1:
         raise UserError("norm gains start at 1 and biases at 0, so there is no init std to scale; drop it",
                         "scaling.init_mult.vector")
@@ -68,10 +72,11 @@ def resolved_base(recipe) -> dict:
 
 
 def base_weight_decay(opt) -> float:
-    """Default decay: 0.1 for decoupled optimizers (adamw, muon's AdamW part), 0 for adam/sgd."""
+    """Default decay: the registry's `default_weight_decay` (0.1 for decoupled optimizers: adamw,
+    muon's AdamW part; 0 for adam/sgd)."""
     if opt.weight_decay is not None:
         return opt.weight_decay
-    return 0.1 if opt.name in ("adamw", "muon") else 0.0
+    return OPTIMIZERS[opt.name].default_weight_decay
 
 
 def base_value(recipe, fam: str, role: str, quantity: str, base: dict) -> float | None:
@@ -91,8 +96,12 @@ def base_init_std(recipe, base: dict) -> float:
 
 
 def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float | None:
-    """The base value of one role and quantity as the recipe gives it (σ, η, ε, wd)."""
+    """The base value of one role and quantity as the recipe gives it (σ, η, ε, wd). The tensor's
+    registered optimizer (`part`) says where its LR and decay come from: its own recipe section
+    (`optimizer.muon.*` for Muon's matrices) or `optimizer.*`, and whether it has an ε."""
     opt, sigma = recipe.optimizer, base_init_std(recipe, base)
+    entry = OPTIMIZERS[part(opt.name, fam)]
+    section = getattr(opt, entry.section) if entry.section else None
     if quantity == "init_std":
         if role == "vector":
             return 0.0
@@ -100,21 +109,14 @@ def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float |
             return 0.0
         return sigma / math.sqrt(2 * base["n_layers"]) if role == "hidden_out" else sigma
     if quantity == "lr":
-        return opt.muon.lr if fam.startswith("muon") else opt.lr
+        return (section or opt).lr
     if quantity == "eps":
-        return opt.eps if fam == "adam" else None
-    if fam.startswith("muon"):
-        return opt.muon.weight_decay
+        return opt.eps if entry.eps else None
+    if section is not None:
+        return section.weight_decay
     if role == "vector" and not opt.decay_vectors:
         return 0.0
     return base_weight_decay(opt)
-
-
-def _optimizer_name(recipe, fam: str) -> str:
-    name = recipe.optimizer.name
-    if name == "muon":
-        return "muon" if fam.startswith("muon") else "adamw"
-    return name
 
 
 def depth_alpha(recipe) -> float | None:
@@ -127,7 +129,7 @@ def depth_alpha(recipe) -> float | None:
 def policy(recipe, role: str, in_branch: bool, ndim: int, m: float, lam: float, base: dict) -> dict:
     """Values and exponents of every quantity for one (role, in_branch, ndim)."""
     fam = family(recipe.optimizer.name, role, ndim, recipe.optimizer.muon.adjust_lr_fn)
-    out: dict = {"optimizer": _optimizer_name(recipe, fam), "exponents": {}}
+    out: dict = {"optimizer": part(recipe.optimizer.name, fam), "exponents": {}}
     alpha = depth_alpha(recipe) or 1.0
     for q in QUANTITIES:
         a, b = exponents(recipe.scaling.recipe, fam, role, in_branch, q, alpha)

@@ -4,6 +4,10 @@ m = d_model / base.d_model (width multiplier), λ = n_layers / base.n_layers (de
 m_h = d_head / base.d_head (head-size multiplier, only for the attention scale).
 Base values (σ, η, ε, wd) are the ones tuned at the base shape; see `compiler.base_value`.
 
+The width tables a (one per optimizer family: adam, sgd, muon, muon_match_rms) live with the
+optimizer that declares them, in the registry `mupctl.scaling.optimizers` (`WIDTH`); the depth
+exponents, the hidden_out init depth rule and the forward multipliers are here.
+
 Sources: Tensor Programs V (arXiv 2203.03466) Table 8 and microsoft/mup `MuAdam`/`MuSGD`/
 `MuReadout`; CompleteP (arXiv 2505.01618) Table 1, α ∈ [½, 1]; the spectral condition (arXiv
 2310.17813) for Muon. docs/scaling.md explains each row.
@@ -11,47 +15,10 @@ Sources: Tensor Programs V (arXiv 2203.03466) Table 8 and microsoft/mup `MuAdam`
 
 from __future__ import annotations
 
+from mupctl.scaling.optimizers import WIDTH
+
 QUANTITIES = ("init_std", "lr", "eps", "weight_decay")
 
-# Optimizer families. adamw/adam → "adam"; sgd → "sgd"; muon: 2-D hidden/hidden_out tensors →
-# "muon" (adjust_lr_fn original) or "muon_match_rms" (match_rms_adamw); muon's other tensors → "adam".
-_ADAM = {
-    # init σ/√m for matrices with a width fan-in; LR η/m where an update sums over a width fan-in;
-    # eps ε/m everywhere because every gradient is Θ(1/m) under the 1/m output multiplier;
-    # wd·m where the LR is η/m so that LR·wd (decoupled decay per step) is width-independent.
-    "embedding": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
-    "hidden": {"init_std": -0.5, "lr": -1, "eps": -1, "weight_decay": 1},
-    "hidden_out": {"init_std": -0.5, "lr": -1, "eps": -1, "weight_decay": 1},
-    "output": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
-    "vector": {"init_std": 0, "lr": 0, "eps": -1, "weight_decay": 0},
-}
-_SGD = {
-    # MuSGD: tensors with one width dimension (vector-like) get LR η·m and wd/m; matrices with
-    # two width dimensions get η·fan_out_mult/fan_in_mult = η (all width dims grow with m).
-    "embedding": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
-    "hidden": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
-    "hidden_out": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
-    "output": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
-    "vector": {"init_std": 0, "lr": 1, "eps": 0, "weight_decay": -1},
-}
-_MUON = {
-    # torch.optim.Muon "original": lr·√max(1, fan_out/fan_in) already meets the spectral
-    # condition ‖ΔW‖ = Θ(√(fan_out/fan_in)), so the LR needs m⁰ (an extra 1/m would double-scale).
-    "hidden": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
-    "hidden_out": {"init_std": -0.5, "lr": 0, "eps": 0, "weight_decay": 0},
-}
-_MUON_MATCH_RMS = {
-    # "match_rms_adamw": lr·0.2·√max(A, B) gives the update Adam's RMS (0.2·lr), but not Adam's
-    # spectral norm. Muon's update is full-rank (all singular values ≈ 1), so its spectral norm is
-    # lr·0.2·√max(A, B) ∝ lr·√m; Adam's sign-like update of a low-rank gradient has spectral norm
-    # ≈ lr·√(A·B) ∝ lr·m. The spectral condition ‖ΔW‖ = Θ(1) therefore needs η/√m here (not
-    # Adam's η/m, which leaves features moving ∝ m^-½), and wd·√m to keep LR·wd width-independent.
-    "hidden": {"init_std": -0.5, "lr": -0.5, "eps": 0, "weight_decay": 0.5},
-    "hidden_out": {"init_std": -0.5, "lr": -0.5, "eps": 0, "weight_decay": 0.5},
-}
-
-WIDTH = {"adam": _ADAM, "sgd": _SGD, "muon": _MUON, "muon_match_rms": _MUON_MATCH_RMS}
-"""Width exponents a of m under `mup` and `depth_mup` (all zero under `none`)."""
 
 def depth_in_branch(fam: str, quantity: str, alpha: float) -> float:
     """Depth exponent b of λ under `depth_mup` for tensors inside residual branches (CompleteP,
@@ -90,17 +57,6 @@ def forward_exponents(recipe: str, alpha: float) -> dict:
     if recipe == "depth_mup":
         return _FORWARD["mup"] | {"residual_branch": (0, -alpha, 0)}
     return _FORWARD[recipe]
-
-
-def family(optimizer: str, role: str, ndim: int, adjust_lr_fn: str = "original") -> str:
-    """The rule family that updates a tensor of this role under this optimizer."""
-    if optimizer in ("adamw", "adam"):
-        return "adam"
-    if optimizer == "sgd":
-        return "sgd"
-    if role in ("hidden", "hidden_out") and ndim == 2:
-        return "muon" if adjust_lr_fn == "original" else "muon_match_rms"
-    return "adam"
 
 
 def exponents(recipe: str, fam: str, role: str, in_branch: bool, quantity: str,
