@@ -304,7 +304,8 @@ def data_prepare(inputs: List[Path] = typer.Argument(..., help=".txt, .jsonl, .j
                  val_fraction: float = typer.Option(0.05, "--val-fraction", help="the share of each file's tokens "
                                                                                    "(its end) that goes to val.bin"),
                  text_field: str = typer.Option("text", "--text-field", help="JSONL field / Parquet column of the text"),
-                 workers: Optional[int] = typer.Option(None, "--workers", help="tokenizing processes (default: CPUs)"),
+                 workers: Optional[int] = typer.Option(None, "--workers", help="tokenizing processes (default: the "
+                                                       "CPUs with --tokenizer, 1 with the byte tokenizer)"),
                  separator: str = typer.Option("\n\n", "--separator", help="text after every JSONL/Parquet record"),
                  force: bool = typer.Option(False, "--force", help="replace a dataset already in --out"),
                  as_json: bool = JsonOpt):

@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -466,3 +467,10 @@ def test_progress_plain_lines_and_rich_bar():
     with Progress(2_000_000, fancy, terminal=True) as bar:
         bar.advance(2_000_000, 123_456)
     assert "123,456 tokens" in fancy.getvalue() and "tokens/s" in fancy.getvalue() and "\x1b[" in fancy.getvalue()
+
+
+def test_the_byte_tokenizer_prepares_in_one_process_by_default():
+    """Handing a piece to a worker costs more than byte-tokenizing it (docs/data.md): one process."""
+    from mupctl.data.prepare import default_workers
+    assert default_workers(None) == 1
+    assert default_workers("tokenizer.json") == len(os.sched_getaffinity(0))
