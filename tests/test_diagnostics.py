@@ -513,6 +513,7 @@ def test_tune_base_tunes_each_key_at_the_base_shape_in_turn_and_emits_the_target
     again = tune_base(recipe, sets, ["optimizer.lr", "model.init_std"], steps=4,
                       seeds=1, rounds=1, points=3, work_dir=work, out_path=target, targets=[], force=True)
     assert again["tuned"] == summary["tuned"]  # every cell was already there
+    assert load_recipe(target).model.d_model == 64  # no --target: the recipe's own shape, tuned
     for keys, points, message in ((["train.seed"], 3, "--keys: train.seed must be a positive real-valued"),
                                   (["optimizer.lr", "optimizer.lr"], 3, "--keys: give each key once"),
                                   (["optimizer.lr"], 4, "--points: must be odd")):

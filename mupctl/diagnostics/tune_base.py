@@ -26,7 +26,7 @@ from mupctl.diagnostics.reports import write_json
 from mupctl.diagnostics.sweep import run_sweep
 from mupctl.diagnostics.tune import check_target, depth_caveats, small_proxy, target_recipe, write_target
 from mupctl.errors import UserError
-from mupctl.paths import check_dir
+from mupctl.paths import atomic_write, check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
 from mupctl.recipe.load import get_dotted
@@ -114,13 +114,14 @@ def tune_base(recipe_path, overrides: list[str], keys: list[str], steps: int, se
             row = tune_key(recipe_path, sets, key, values, work, f"r{r}-{key}", steps, seeds, parallel, gpus)
             current[key] = row["optimum"]["lr"]
             history.append(row | {"round": r})
-    tuned = load_recipe(recipe_path, at_base + [f"{k}={v!r}" for k, v in current.items()])
+    values = [f"{k}={v!r}" for k, v in current.items()]
+    tuned = load_recipe(recipe_path, list(overrides) + values)  # the recipe's own shape, tuned base values
     summary = {"recipe_path": None if recipe_path is None else str(Path(recipe_path).resolve()),
                "overrides": list(overrides), "base": resolved_base(recipe), "keys": keys, "steps": steps,
                "seeds": seeds, "rounds": rounds, "tuned": current, "sweeps": history,
                "base_loss": history[-1]["optimum"]["loss"]}
     write_json(work / "tune_base.json", summary)
-    (work / "tune_base.md").write_text(markdown(summary))
+    atomic_write(work / "tune_base.md", markdown(summary))
     target = target_recipe(tuned.model_dump(mode="json"), resolved_base(recipe), targets)
     build_plan(target)
     base, proxy = resolved_base(recipe), tuned.model_dump(mode="json")
