@@ -11,6 +11,7 @@ The workers, which torchrun starts, watch their parents themselves (`die_with_pa
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -70,16 +71,28 @@ def die_with_parent(last_words: Callable[[int], None] | None = None, poll_s: flo
     when the launcher is gone (the worker records the run's end: `run_state.record_orphaned`)."""
     parent = os.getppid()
     launcher = int(os.environ.get("MUPCTL_LAUNCHER_PID", "0"))
+    saying, said = threading.Lock(), []
 
     def alive() -> bool:
         return os.getppid() == parent and (not launcher or running(launcher))
 
+    def say_last_words() -> None:
+        """`last_words(launcher)` once, if the launcher is gone. Also at interpreter exit, where it waits for
+        the watcher: when a peer rank dies with the launcher, this rank's main thread can fail its
+        collective and exit before the watcher polls, or while it writes (a daemon thread cut off
+        mid-write would leave half an end behind)."""
+        with saying:
+            if not said and last_words is not None and launcher and not running(launcher):
+                said.append(launcher)
+                last_words(launcher)
+
     def watch():
         while alive():
             time.sleep(poll_s)
-        if last_words is not None and launcher and not running(launcher):
-            last_words(launcher)
+        say_last_words()
         os.kill(os.getpid(), signal.SIGKILL)
+
+    atexit.register(say_last_words)
 
     if not alive():
         os.kill(os.getpid(), signal.SIGKILL)
