@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from mupctl.errors import UserError
-from mupctl.run_state import FINISHED, newest_checkpoint
+from mupctl.run_state import FINISHED
 from mupctl.schedule import lr_factor
 
 
-def check_extension(run_dir: Path, saved, plan, peak_lr: float) -> tuple[str | None, list[str]]:
+def check_extension(run_dir: Path, saved, plan, peak_lr: float, ckpt: int | None) -> tuple[str | None, list[str]]:
     """(`done`, notes): `done` is the message of a run with nothing left to train (launch nothing), else None;
-    notes are warnings for stderr. `saved` is the run's plan, `plan` the resume's.
+    notes are warnings for stderr. `saved` is the run's plan, `plan` the resume's, `ckpt` the step of the
+    newest valid checkpoint (`launcher.check_checkpoints`) or None.
 
     The resume continues from the newest valid checkpoint, or from step 0 without one. It has nothing to do
     when that is where the run finished (`state.json`, or for old runs metrics.jsonl) and train.steps asks
@@ -21,7 +22,6 @@ def check_extension(run_dir: Path, saved, plan, peak_lr: float) -> tuple[str | N
     a run without checkpoints, which a resume would train over) is refused, naming train.steps."""
     from mupctl.status import run_status
     status = run_status(run_dir)
-    ckpt = newest_checkpoint(run_dir)
     finished = status["step"] if status["state"] == FINISHED else None
     steps = plan.train.steps
     if finished is not None and steps == finished and ckpt in (None, finished):

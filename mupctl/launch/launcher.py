@@ -150,14 +150,16 @@ def train(recipe_path: Path | None, overrides: list[str], use_mup: bool = False,
     return run_workers(run_dir, plan, command, display, owner=not joining)
 
 
-def check_checkpoints(ckpt_dir: Path) -> None:
+def check_checkpoints(ckpt_dir: Path) -> int | None:
     """Before a resume launches: when step_* checkpoints exist, at least one must pass
-    `checkpoint.file_problem` (the workers fall back past the others on their own)."""
+    `checkpoint.file_problem` (the workers fall back past the others on their own). Returns the step of
+    the newest that passes (the one the resume continues from), None without any."""
     from mupctl.checkpoint import readable_steps
     good, bad = readable_steps(ckpt_dir)
     if bad and not good:
         raise UserError(f"no readable checkpoint in {ckpt_dir} ({'; '.join(bad[-3:])}); restore them, or move "
                         "the step_* directories away to restart the run from step 0", "RUN_DIR")
+    return max(good, default=None)
 
 
 # What the launcher and the workers write in a run directory, and whether it is a directory: an entry of
@@ -204,9 +206,9 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, command: li
         if (run_dir / name).exists() and (run_dir / name).is_dir() != is_dir:
             raise UserError(f"{run_dir / name} is a {'file' if is_dir else 'directory'}, not the run's "
                             f"{'directory' if is_dir else 'file'}; restore it or move it away", "RUN_DIR")
-    check_checkpoints(run_dir / "checkpoints")
+    ckpt = check_checkpoints(run_dir / "checkpoints")
     lock = lock_run_dir(run_dir, recipe, sign=False)  # a run in use is refused before anything is said of it
-    done, notes = check_extension(run_dir, saved, plan, recipe.optimizer.lr)
+    done, notes = check_extension(run_dir, saved, plan, recipe.optimizer.lr, ckpt)
     if done is not None:
         return run_status(run_dir) | {"note": done}
     warn(notes)
@@ -223,4 +225,4 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, command: li
         atomic_write(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     if allowed or breaking:
         write_plan(run_dir / "plan.json", plan)
-    return run_workers(run_dir, plan, command, display)
+    return run_workers(run_dir, plan, command, display, checkpoint=ckpt)

@@ -26,7 +26,7 @@ from mupctl.launch.command import torchrun_argv
 from mupctl.launch.display import Display, pump
 from mupctl.metrics import read_jsonl
 from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, HEARTBEAT_S, STOPPED, append_event, launch_fields,
-                              logged_step, newest_checkpoint, record_end, write_state)
+                              logged_step, record_end, write_state)
 
 
 @dataclass
@@ -38,12 +38,15 @@ class End:
     reason: str
 
 
-def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner: bool = True) -> dict:
+def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner: bool = True,
+                checkpoint: int | None = None) -> dict:
     """Run torchrun for `plan` in `run_dir` and return `status.run_status` of the run afterwards, plus the
-    launch's `seconds`. `owner`: this launcher records the run's state (not a node joining a multi-node run)."""
+    launch's `seconds`. `owner`: this launcher records the run's state (not a node joining a multi-node run);
+    `checkpoint`: the step the workers continue from (a resume's newest valid checkpoint; None for a new run),
+    passed in so that the launcher reads no checkpoint (and imports no torch) before torchrun starts."""
     from mupctl.status import run_status
     argv = torchrun_argv(plan, run_dir)
-    base = write_state(run_dir, launch_fields(newest_checkpoint(run_dir), plan.train.steps, command)) if owner else None
+    base = write_state(run_dir, launch_fields(checkpoint, plan.train.steps, command)) if owner else None
     if owner:
         append_event(run_dir, event="launch", command=base["command"], mupctl_version=base["mupctl_version"],
                      pid=base["pid"], host=base["host"])
