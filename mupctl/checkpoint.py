@@ -180,6 +180,12 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
+def fallback_warning(name: str, problem: str, older: list[str]) -> None:
+    """The one-line warning of a loader that skips unreadable checkpoint `name` for the next of `older`."""
+    print(f"warning: checkpoint {name} is unreadable ({problem}); falling back to {older[0] if older else 'none left'}",
+          file=sys.stderr)
+
+
 def readable_steps(ckpt_dir: Path) -> tuple[list[int], list[str]]:
     """(steps of the step_* dirs that pass `file_problem`, "step_…: problem" for the others)."""
     good, bad = [], []
@@ -354,9 +360,7 @@ class Checkpointer:
                           f"now {_world()}; RNG states not restored", file=sys.stderr)
                 return meta
             if _rank() == 0:
-                nxt = candidates[i + 1] if i + 1 < len(candidates) else "none left"
-                print(f"warning: checkpoint {name} is unreadable ({error}); falling back to {nxt}",
-                      file=sys.stderr)
+                fallback_warning(name, error, candidates[i + 1:])
         if candidates:
             raise RunFailure(f"no readable checkpoint in {self.dir} (tried {', '.join(candidates)})")
         return None

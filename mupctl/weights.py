@@ -17,7 +17,6 @@ as unusable: the multipliers in plan.json are not the ones its weights were trai
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
-from mupctl.checkpoint import _quiet, _reason, file_problem, step_dirs
+from mupctl.checkpoint import _quiet, _reason, fallback_warning, file_problem, step_dirs
 from mupctl.errors import UserError
 from mupctl.plan import Plan
 
@@ -95,7 +94,6 @@ def load_run(run_dir: Path, step: int | None = None, plan: Plan | None = None) -
         got = _try_load(plan, s, path)
         if not isinstance(got, str):
             return got
-        nxt = newest_first[i + 1][1].name if i + 1 < len(newest_first) else "none left"
-        print(f"warning: checkpoint {path.name} is unreadable ({got}); falling back to {nxt}", file=sys.stderr)
+        fallback_warning(path.name, got, [p.name for _, p in newest_first[i + 1:]])
     raise UserError(f"no readable checkpoint in {ckpt_dir} (tried {', '.join(p.name for _, p in newest_first)})",
                     "RUN_DIR")
