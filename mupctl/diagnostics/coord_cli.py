@@ -51,6 +51,7 @@ THEORY_NOTE = {  # (axis, whether the recipe scales that axis) → what the theo
 }
 FROM_STEP = 2
 SMALL_WIDTH = 64  # below it, finite-width effects alone move the RMS slopes by up to ~0.25 (tests at 32-128)
+MAX_CHECK_STEPS, MAX_CHECK_BATCH = 100_000, 2**16  # far past any useful check; bounds memory and time
 
 
 def coord_caveats(axis: str, sizes: list[int], d_model: int) -> list[str]:
@@ -61,7 +62,6 @@ def coord_caveats(axis: str, sizes: list[int], d_model: int) -> list[str]:
         return []
     return [f"width{'s' if len(small) > 1 else ''} {', '.join(map(str, small))} below {SMALL_WIDTH}: finite-width "
             "effects move the RMS slopes by up to ~0.25 there, so the verdict is loose; check at widths >= 64"]
-MAX_CHECK_STEPS, MAX_CHECK_BATCH = 100_000, 2**16  # far past any useful check; bounds memory and time
 
 
 # -- shared by the diagnostics commands -----------------------------------------------------------

@@ -20,7 +20,7 @@ skipped, an unfinished one is continued with `mupctl resume`, a missing one is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mupctl.diagnostics.cells import cell_argv, cell_losses, cell_state, data_passes, plan_cells
@@ -52,7 +52,6 @@ class SweepSpec:
     seeds: int
     out: Path
     lr_key: str | None = None
-    extra: dict = field(default_factory=dict)  # more report fields (e.g. which baseline this is)
 
 
 def check_request(lrs: list[float], steps: int, seeds: int, parallel: int | None, lr_key: str | None,
@@ -146,7 +145,7 @@ def assemble(p: dict) -> dict:
             "overrides": list(spec.overrides), "proxy_recipe": proxy.model_dump(mode="json"),
             "base": resolved_base(proxy), "axis": spec.axis, "sizes": spec.sizes, "lrs": spec.lrs,
             "seeds": spec.seeds, "steps": spec.steps, "lr_key": p["lr_key"], "data_passes": p["passes"],
-            "counts": counts, "cells": cells, **spec.extra, **summarize_cells(cells, spec.sizes, spec.lrs)}
+            "counts": counts, "cells": cells, **summarize_cells(cells, spec.sizes, spec.lrs)}
 
 
 def write_report(report: dict, out: Path) -> dict:
@@ -154,9 +153,9 @@ def write_report(report: dict, out: Path) -> dict:
     `tune` gives); returns the report with non-finite numbers as None."""
     from mupctl.diagnostics.plots import plot_sweep
     from mupctl.diagnostics.tune import caveats
-    report = report | {"warnings": caveats(finite_json(report))}
-    write_json(out / "sweep.json", report)
     report = finite_json(report)
+    report["warnings"] = caveats(report)
+    write_json(out / "sweep.json", report)
     write_markdown(report, out / "sweep.md")
     plot_sweep(report, out / "sweep.png")
     return report

@@ -99,7 +99,7 @@ def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float |
     """The base value of one role and quantity as the recipe gives it (σ, η, ε, wd). The tensor's
     registered optimizer (`part`) says where its LR and decay come from: its own recipe section
     (`optimizer.muon.*` for Muon's matrices) or `optimizer.*`, and whether it has an ε."""
-    opt, sigma = recipe.optimizer, base_init_std(recipe, base)
+    opt = recipe.optimizer
     entry = OPTIMIZERS[part(opt.name, fam)]
     section = getattr(opt, entry.section) if entry.section else None
     if quantity == "init_std":
@@ -107,6 +107,7 @@ def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float |
             return 0.0
         if role == "output" and recipe.scaling.readout_zero_init:
             return 0.0
+        sigma = base_init_std(recipe, base)
         return sigma / math.sqrt(2 * base["n_layers"]) if role == "hidden_out" else sigma
     if quantity == "lr":
         return (section or opt).lr
