@@ -8,9 +8,10 @@ regret-llama.yaml (RMSNorm, RoPE, SwiGLU, untied), base width 256, trained on CO
 `mupctl data prepare` directory, e.g. from benchmarks/code_corpus.py). Phases, each one
 `mupctl.diagnostics.sweep.run_sweeps` call (all its cells in one scheduler; finished cells skipped):
 
-- `base`: the recipe (`--recipe`, default mup) at width 256 over the full grid GRID.
+- `base`: the recipe (`--recipe`, default mup) at width 256 over the grid 2^k, k in `--grid LO,HI`.
 - `width`: the recipe at widths 256..2048 over η₀·2^{-1,0,1} and its SP twin (`scaling.recipe:
-  none`) over η₀·2^{-4..0}, η₀ = the base sweep's grid point nearest its fitted optimum; the
+  none`) over η₀·2^{-4..0} at the widths above the base (at the base the twin is the same model:
+  same σ, all multipliers 1), η₀ = the base sweep's grid point nearest its fitted optimum; the
   recipe's report carries the regret against the twin (`sweep.json` "regret").
 - `ablate`: each μP choice turned back to its SP form at the target widths --ablate-widths, one at a
   time, at η₀ only (at the base every variant is the same model, so η₀ is theirs too). The SP form
@@ -38,7 +39,6 @@ from mupctl.errors import RunFailure
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXIES = {"gpt2": ROOT / "recipes/sweeps/regret-gpt2.yaml", "llama": ROOT / "recipes/sweeps/regret-llama.yaml"}
-GRID = [2.0 ** k for k in range(-15, -6)]  # 3.1e-5 … 7.8e-3
 BASE = 256
 
 
@@ -74,7 +74,7 @@ def eta0(args, proxy: str) -> float:
     """The grid LR nearest the fitted optimum of the base sweep's mean curve."""
     report = json.loads((Path(args.work) / f"{proxy}-base{args.tag}" / "sweep.json").read_text())
     opt = fit_optimum(report["lrs"], [math.inf if v is None else v for v in report["curves"][0]["val_loss"]])
-    return min(GRID, key=lambda lr: abs(math.log2(lr) - opt["log2_lr"]))
+    return min(args.grid, key=lambda lr: abs(math.log2(lr) - opt["log2_lr"]))
 
 
 def near(lr: float, lo: int, hi: int) -> list[float]:
@@ -89,7 +89,7 @@ def run(args, specs: list[SweepSpec], baseline_of=None) -> None:
 
 
 def phase_base(args) -> None:
-    run(args, [spec(args, p, "base", recipe_overrides(args), [BASE], GRID, args.seeds) for p in args.proxies])
+    run(args, [spec(args, p, "base", recipe_overrides(args), [BASE], args.grid, args.seeds) for p in args.proxies])
 
 
 def phase_width(args) -> None:
@@ -98,7 +98,8 @@ def phase_width(args) -> None:
         e = eta0(args, p)
         pairs[len(specs)] = len(specs) + 1
         specs.append(spec(args, p, "width", recipe_overrides(args), args.widths, near(e, -1, 1), args.seeds))
-        specs.append(spec(args, p, "width-none", ["scaling.recipe=none"], args.widths, near(e, -4, 0), args.seeds))
+        specs.append(spec(args, p, "width-none", ["scaling.recipe=none"], args.widths[1:], near(e, -4, 0),
+                          args.seeds))
     run(args, specs, pairs)
 
 
@@ -164,11 +165,14 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[])
     parser.add_argument("--tag", default="")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--grid", default="-15,-7", help="the base phase's LRs 2^k, k = LO..HI inclusive (write --grid=-12,-6)")
     parser.add_argument("--widths", default="256,512,1024,2048", help="the width phase's sizes (the first is the base)")
     parser.add_argument("--ablate-widths", default="512,1024")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     args.proxies = args.proxies.split(",")
+    lo, hi = (int(k) for k in args.grid.split(","))
+    args.grid = [2.0 ** k for k in range(lo, hi + 1)]
     args.widths = [int(w) for w in args.widths.split(",")]
     args.ablate_widths = [int(w) for w in args.ablate_widths.split(",")]
     for phase in args.phases:

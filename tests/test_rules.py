@@ -162,3 +162,15 @@ def test_zero_inits_are_in_the_plan():
     plan = plan_for("mup", "adamw", scaling={"readout_zero_init": True, "zero_init_query": True})
     assert by_name(plan, "lm_head.weight")["init_std"] == 0.0
     assert by_name(plan, "blocks.0.attn.qkv.weight")["zero_rows"] == 256
+
+
+@pytest.mark.parametrize("recipe", ["none", "mup", "depth_mup"])
+def test_default_sigma_is_fan_in(recipe):
+    """Unset model.init_std: σ = 1/√(base d_model) carried by μP (σ/√m), so the hidden matrices start at
+    1/√d_model; SP has no base, so its σ is 1/√d_model of the model itself whatever scaling.base says."""
+    plan = plan_for(recipe, "adamw", model={"init_std": None})
+    base_sigma = 1 / math.sqrt(256 if recipe == "none" else 64)
+    assert by_name(plan, "tok_emb.weight")["init_std"] == pytest.approx(base_sigma)
+    assert by_name(plan, "blocks.0.attn.qkv.weight")["init_std"] == pytest.approx(1 / math.sqrt(256))
+    at_base = plan_for(recipe, "adamw", model={"init_std": None, "d_model": 64, "n_layers": L_BASE})
+    assert by_name(at_base, "blocks.0.attn.qkv.weight")["init_std"] == pytest.approx(1 / 8)

@@ -55,7 +55,7 @@ class ModelConfig(Section):
     bias: bool = Field(False, description="biases in linear layers (and LayerNorm)")
     norm_eps: float = Field(1e-5, gt=0)
     init_std: Optional[float] = Field(
-        None, gt=0, le=1e3, description="sigma: base init std tuned at the base shape; default 1/sqrt(base d_model)")
+        None, gt=0, le=1e3, description="sigma: base init std tuned at the base shape; default 1/sqrt(base d_model), under none 1/sqrt(d_model)")
 
 
 class BaseShape(Section):

@@ -91,8 +91,12 @@ def base_init_std(recipe, base: dict) -> float:
     """σ: `model.init_std`, or by default 1/√(base d_model), the LeCun/fan-in init of a hidden matrix at
     the base shape (Tensor Programs V Table 3: hidden init variance ∝ 1/fan_in). A fixed σ such as
     GPT-2's 0.02 is ~1/√2500: at a 256-wide base it is 3× too small, and μP carries that to every
-    width while SP's fixed σ drifts towards 1/√fan_in as it widens (docs/results round 14)."""
-    return recipe.model.init_std if recipe.model.init_std is not None else 1 / math.sqrt(base["d_model"])
+    width while SP's fixed σ drifts towards 1/√fan_in as it widens (docs/results round 14). Under
+    `none` there is no base to carry: the default is 1/√d_model of the model itself (fan-in init at
+    every width, so an SP twin does not depend on `scaling.base`, and equals `mup` at the base)."""
+    if recipe.model.init_std is not None:
+        return recipe.model.init_std
+    return 1 / math.sqrt(recipe.model.d_model if recipe.scaling.recipe == "none" else base["d_model"])
 
 
 def rule_base(recipe, fam: str, role: str, quantity: str, base: dict) -> float | None:
