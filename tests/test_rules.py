@@ -174,3 +174,13 @@ def test_default_sigma_is_fan_in(recipe):
     assert by_name(plan, "blocks.0.attn.qkv.weight")["init_std"] == pytest.approx(1 / math.sqrt(256))
     at_base = plan_for(recipe, "adamw", model={"init_std": None, "d_model": 64, "n_layers": L_BASE})
     assert by_name(at_base, "blocks.0.attn.qkv.weight")["init_std"] == pytest.approx(1 / 8)
+
+
+def test_sp_twin_is_the_same_model_at_the_base():
+    """sweep --baseline none leaves the base width out of the twin (benchmarks/regret.py): at the base shape
+    `none` and `mup` must give every tensor the same values and the same forward multipliers."""
+    shape = {"init_std": None, "d_model": 64, "n_layers": L_BASE}
+    sp, mup = (plan_for(r, "adamw", model=shape) for r in ("none", "mup"))
+    assert sp["multipliers"] == mup["multipliers"]
+    keys = ("init_std", "lr", "eps", "weight_decay", "optimizer")
+    assert [{k: t[k] for k in keys} for t in sp["tensors"]] == [{k: t[k] for k in keys} for t in mup["tensors"]]
