@@ -13,14 +13,20 @@ regret-llama.yaml (RMSNorm, RoPE, SwiGLU, untied), base width 256, trained on CO
   none`) over η₀·2^{-4..0} at the widths above the base (at the base the twin is the same model:
   same σ, all multipliers 1), η₀ = the base sweep's grid point nearest its fitted optimum; the
   recipe's report carries the regret against the twin (`sweep.json` "regret").
+- `depth`: `depth_mup` at depths `--depths` (width 256) over η₀·2^{-1,0,1}, against `mup` re-tuned at
+  each depth above the base over η₀·2^{-3..1} (at base depth 4 the two are the same model, so the
+  base sweep's η₀ is theirs); the `depth_mup` report carries the regret (depth μP's question: is
+  the deep model launched at the LR tuned shallow as good as width-only μP re-tuned at that depth?).
 - `ablate`: each μP choice turned back to its SP form at the target widths --ablate-widths, one at a
   time, at η₀ only (at the base every variant is the same model, so η₀ is theirs too). The SP form
   at width multiplier m, emulated with the recipe's per-role constants:
   wd: hidden wd_mult 1/m; emb_lr: embedding lr_mult 1/m; out_sp: alpha_out m and output lr_mult 1/m
   (tied: alpha_out m); zero_readout: readout_zero_init; init: hidden init_mult √m; eps: eps_mult m;
   vector_lr: vector lr_mult 1/m. Writes ablation-<proxy>.md/.json to --report-dir.
-`--extra` adds --set overrides to every cell of every phase (e.g. a candidate fix), `--tag` names
-the sweeps so that such a run sits next to the others. `--report-only` writes the reports from the
+`--extra` adds --set overrides to every cell of every phase (e.g. a candidate fix, or
+`optimizer.name=muon`: the swept LR is then `optimizer.muon.lr`, and the `base` and `width` phases give Muon's
+regret against SP with Muon), `--tag` names the sweeps so that such a run sits next to the others
+(write `--tag=-x`, `--grid=-12,-6`: values that start with a dash need the `=`). `--report-only` writes the reports from the
 cells on disk without launching anything.
 """
 
@@ -60,10 +66,10 @@ def variants(proxy: str, m: float) -> dict[str, list[str]]:
 
 
 def spec(args, proxy: str, name: str, overrides: list[str], sizes: list[int], lrs: list[float],
-         seeds: int) -> SweepSpec:
+         seeds: int, axis: str = "width") -> SweepSpec:
     data = [f"data.source=bin", f"data.path={args.data}"]
-    return SweepSpec(PROXIES[proxy], data + args.extra + overrides, "width", sizes, sorted(lrs), args.steps, seeds,
-                     Path(args.work) / f"{proxy}-{name}{args.tag}", "optimizer.lr")
+    return SweepSpec(PROXIES[proxy], data + args.extra + overrides, axis, sizes, sorted(lrs), args.steps, seeds,
+                     Path(args.work) / f"{proxy}-{name}{args.tag}")
 
 
 def recipe_overrides(args) -> list[str]:
@@ -100,6 +106,18 @@ def phase_width(args) -> None:
         specs.append(spec(args, p, "width", recipe_overrides(args), args.widths, near(e, -1, 1), args.seeds))
         specs.append(spec(args, p, "width-none", ["scaling.recipe=none"], args.widths[1:], near(e, -4, 0),
                           args.seeds))
+    run(args, specs, pairs)
+
+
+def phase_depth(args) -> None:
+    specs, pairs = [], {}
+    for p in args.proxies:
+        e = eta0(args, p)
+        pairs[len(specs)] = len(specs) + 1
+        specs.append(spec(args, p, "depth", ["scaling.recipe=depth_mup"], args.depths, near(e, -1, 1), args.seeds,
+                          "depth"))
+        specs.append(spec(args, p, "depth-mup", ["scaling.recipe=mup"], args.depths[1:], near(e, -3, 1), args.seeds,
+                          "depth"))
     run(args, specs, pairs)
 
 
@@ -154,7 +172,7 @@ def ablation_table(args, proxy: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phases", nargs="+", choices=["base", "width", "ablate"])
+    parser.add_argument("phases", nargs="+", choices=["base", "width", "depth", "ablate"])
     parser.add_argument("--work", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--report-dir", default="regret-reports")
@@ -167,6 +185,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--grid", default="-15,-7", help="the base phase's LRs 2^k, k = LO..HI inclusive (write --grid=-12,-6)")
     parser.add_argument("--widths", default="256,512,1024,2048", help="the width phase's sizes (the first is the base)")
+    parser.add_argument("--depths", default="4,8,16,32", help="the depth phase's depths (the first is the base)")
     parser.add_argument("--ablate-widths", default="512,1024")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -175,8 +194,9 @@ def main() -> None:
     args.grid = [2.0 ** k for k in range(lo, hi + 1)]
     args.widths = [int(w) for w in args.widths.split(",")]
     args.ablate_widths = [int(w) for w in args.ablate_widths.split(",")]
+    args.depths = [int(d) for d in args.depths.split(",")]
     for phase in args.phases:
-        {"base": phase_base, "width": phase_width, "ablate": phase_ablate}[phase](args)
+        {"base": phase_base, "width": phase_width, "depth": phase_depth, "ablate": phase_ablate}[phase](args)
 
 
 if __name__ == "__main__":
