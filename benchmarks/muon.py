@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from mupctl.paths import atomic_write  # noqa: E402
 from mupctl.plan import compile_plan  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
 from scaling import DEFAULT_RECIPE, probe_environment, run_one, run_overrides  # noqa: E402
-from throughput import fmt  # noqa: E402
+from throughput import bench, fmt  # noqa: E402
 
 VARIANTS = {
     "adamw": ["optimizer.name=adamw"],
@@ -125,25 +124,6 @@ def muon_shapes(shape: str, a) -> list[tuple[int, int]]:
     return [tuple(t.shape) for t in plan.tensors if t.optimizer == "muon"]
 
 
-def time_ms(fn, device, reps: int) -> float:
-    """Median milliseconds of fn() over `reps` calls after one warm-up call (CUDA events or perf_counter)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
-
-
 def ns_rows(shape: str, a, steps: int = 5) -> list[dict]:
     """Batched vs per-matrix Newton–Schulz over one model's Muon matrices, per round and in total."""
     device = torch.device(a.device)
@@ -156,7 +136,7 @@ def ns_rows(shape: str, a, steps: int = 5) -> list[dict]:
         stack = lambda: torch.stack([inputs[i].to(torch.bfloat16) for i in idx])  # noqa: E731 (as Muon._ns)
         single = lambda: [orthogonalize(inputs[i], steps) for i in idx]  # noqa: E731
         batched = lambda: orthogonalize(stack(), steps)  # noqa: E731
-        per_ms, bat_ms = time_ms(single, device, a.ns_reps), time_ms(batched, device, a.ns_reps)
+        per_ms, bat_ms = (1e3 * bench(fn, warmup=1, iters=a.ns_reps, device=device) for fn in (single, batched))
         ref = torch.stack(single()).float()
         diff = (batched().float() - ref).abs().max().item() / ref.abs().max().item()
         gflop = len(idx) * layout.ns_flops(rnd.shape, steps) / 1e9

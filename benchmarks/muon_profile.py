@@ -47,11 +47,7 @@ from mupctl.train_step import TrainStep  # noqa: E402
 from mupctl.worker import bf16_compute, build, pick_device  # noqa: E402
 from muon import VARIANTS, add_run_args, finish_args  # noqa: E402
 from scaling import run_overrides  # noqa: E402
-
-
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from throughput import sync  # noqa: E402
 
 
 def replay_ms(opt: Muon, device) -> float:

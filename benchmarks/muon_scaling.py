@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import subprocess
 import sys
@@ -37,19 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from mupctl.metrics import read_jsonl  # noqa: E402
 from muon import VARIANTS, add_run_args, finish_args, save as save_result, train_row  # noqa: E402
-from scaling import probe_environment, run_overrides  # noqa: E402
+from scaling import child_env, probe_environment, run_overrides  # noqa: E402
 from throughput import fmt  # noqa: E402
 
 PROFILE = ROOT / "benchmarks" / "muon_profile.py"
-
-
-def child_env(a) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    if a.device == "cpu":
-        env.setdefault("OMP_NUM_THREADS", "1")
-    return env
 
 
 def passthrough(a) -> list[str]:
@@ -90,10 +82,6 @@ def mupctl(args: list[str], a, fault: int | None = None, timeout: float | None =
         return subprocess.CompletedProcess(exc.cmd, None, str(exc.stdout or ""), f"timeout after {exc.timeout} s")
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def resume_part(shape: str, strategy: str, gpus: int, a, work: Path) -> dict:
     """Train at `gpus` killed after 6, resume at `gpus` killed after 10, resume at gpus/2 to 12."""
     run = work / f"resume-{shape}-{strategy}-{gpus}g"
@@ -112,9 +100,9 @@ def resume_part(shape: str, strategy: str, gpus: int, a, work: Path) -> dict:
         res = mupctl(args, a, fault)
         row["calls"].append({"call": name, "rc": res.returncode, "wall_s": round(time.perf_counter() - t0, 1),
                              "tail": (res.stdout + res.stderr)[-1500:] if res.returncode not in (0, 1) else ""})
-    events = read_rows(run / "events.jsonl")
+    events = read_jsonl(run / "events.jsonl")
     losses = {}
-    for r in read_rows(run / "metrics.jsonl"):
+    for r in read_jsonl(run / "metrics.jsonl"):
         if "loss" in r:
             losses.setdefault(r["step"], []).append(r["loss"])
     row["starts"] = [e["state"] for e in events if e["event"] == "start"]

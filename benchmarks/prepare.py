@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from code_corpus import roots, sources  # noqa: E402
 
 from mupctl.data import load_text  # noqa: E402
-from mupctl.data.prepare import default_workers  # noqa: E402
+from mupctl.data.prepare import cpus  # noqa: E402
 from mupctl.data.tokenizer import train_byte_bpe  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="default: a temporary directory")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--bpe", action="store_true", help="train a GPT-2-sized BPE on the corpus and use it")
-    ap.add_argument("--workers", default=f"1,{default_workers('tokenizer.json')}")
+    ap.add_argument("--workers", default=f"1,{cpus()}")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -98,27 +98,27 @@ def phase_base(args) -> None:
     run(args, [spec(args, p, "base", recipe_overrides(args), [BASE], args.grid, args.seeds) for p in args.proxies])
 
 
-def phase_width(args) -> None:
+def run_with_twin(args, axis: str, sizes: list[int], mine: tuple, twin: tuple, twin_lrs: tuple[int, int]) -> None:
+    """Per proxy, around its η₀: `mine` = (name, overrides) over η₀·2^{-1,0,1} at every size, and its
+    `twin` over η₀·2^{twin_lrs} at the sizes above the base (at the base the two are the same model);
+    `mine`'s report carries the regret against the twin."""
     specs, pairs = [], {}
     for p in args.proxies:
         e = eta0(args, p)
         pairs[len(specs)] = len(specs) + 1
-        specs.append(spec(args, p, "width", recipe_overrides(args), args.widths, near(e, -1, 1), args.seeds))
-        specs.append(spec(args, p, "width-none", ["scaling.recipe=none"], args.widths[1:], near(e, -4, 0),
-                          args.seeds))
+        specs.append(spec(args, p, *mine, sizes, near(e, -1, 1), args.seeds, axis))
+        specs.append(spec(args, p, *twin, sizes[1:], near(e, *twin_lrs), args.seeds, axis))
     run(args, specs, pairs)
+
+
+def phase_width(args) -> None:
+    run_with_twin(args, "width", args.widths, ("width", recipe_overrides(args)), ("width-none", ["scaling.recipe=none"]),
+                  (-4, 0))
 
 
 def phase_depth(args) -> None:
-    specs, pairs = [], {}
-    for p in args.proxies:
-        e = eta0(args, p)
-        pairs[len(specs)] = len(specs) + 1
-        specs.append(spec(args, p, "depth", ["scaling.recipe=depth_mup"], args.depths, near(e, -1, 1), args.seeds,
-                          "depth"))
-        specs.append(spec(args, p, "depth-mup", ["scaling.recipe=mup"], args.depths[1:], near(e, -3, 1), args.seeds,
-                          "depth"))
-    run(args, specs, pairs)
+    run_with_twin(args, "depth", args.depths, ("depth", ["scaling.recipe=depth_mup"]),
+                  ("depth-mup", ["scaling.recipe=mup"]), (-3, 1))
 
 
 def phase_ablate(args) -> None:

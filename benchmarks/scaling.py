@@ -190,6 +190,16 @@ def measure(rows: list[dict], warmup: int, tokens_per_step: int) -> dict | None:
             "final_loss": rows[-1]["loss"], "last_step": rows[-1]["step"]}
 
 
+def child_env(a) -> dict:
+    """The environment of a benchmark's `mupctl` child: unbuffered, this checkout importable, and on CPU
+    one thread per rank at every process count (torchrun sets it only for n > 1)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    if a.device == "cpu":
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 def run_one(row: dict, a, env: dict, work: Path) -> None:
     """One `mupctl train` run, start to finish, stopped at --run-timeout or on a signal (STOP); fills
     `row` (status ok, failed, timeout or interrupted)."""
@@ -215,10 +225,6 @@ def run_one(row: dict, a, env: dict, work: Path) -> None:
 
     logs.mkdir(parents=True, exist_ok=True)
     out_path, err_path, smi_path = (logs / f"{run_dir.name}{ext}" for ext in (".out", ".err", ".smi.csv"))
-    child_env = dict(os.environ, PYTHONUNBUFFERED="1",
-                     PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    if a.device == "cpu":  # one thread per rank at every process count (torchrun sets it only for n > 1)
-        child_env.setdefault("OMP_NUM_THREADS", "1")
     smi = None
     if a.device == "cuda" and not a.no_nvidia_smi and shutil.which("nvidia-smi"):
         with open(smi_path, "w") as f:
@@ -226,7 +232,7 @@ def run_one(row: dict, a, env: dict, work: Path) -> None:
                                     "--loop-ms=500"], stdout=f, stderr=subprocess.DEVNULL)
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env, stdout=out, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(a), stdout=out, stderr=err, start_new_session=True)
     while proc.poll() is None and not STOP and time.perf_counter() - t0 < a.run_timeout:
         time.sleep(0.2)
     rc = proc.poll()

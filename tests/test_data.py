@@ -471,6 +471,6 @@ def test_progress_plain_lines_and_rich_bar():
 
 def test_the_byte_tokenizer_prepares_in_one_process_by_default():
     """Handing a piece to a worker costs more than byte-tokenizing it (docs/data.md): one process."""
-    from mupctl.data.prepare import default_workers
+    from mupctl.data.prepare import cpus, default_workers
     assert default_workers(None) == 1
-    assert default_workers("tokenizer.json") == len(os.sched_getaffinity(0))
+    assert default_workers("tokenizer.json") == cpus() == len(os.sched_getaffinity(0))

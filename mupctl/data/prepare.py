@@ -45,12 +45,15 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return DTYPES["uint16" if vocab_size <= 65536 else "uint32"]
 
 
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(tokenizer: str | None) -> int:
     """1 for the byte tokenizer (handing a piece to another process costs more than its tokenization:
-    one process is 2–2.6× faster, docs/data.md), else the CPUs this process may run on."""
-    if tokenizer is None:
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    one process is 2–2.6× faster, docs/data.md), else `cpus()`."""
+    return 1 if tokenizer is None else cpus()
 
 
 def prepare(inputs: list[str | Path], out_dir: str | Path, tokenizer: str | None = None,

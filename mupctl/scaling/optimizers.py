@@ -19,7 +19,7 @@ An entry declares
 
 ``settings`` is anything with the attributes of the recipe's ``optimizer`` section or the plan's
 ``optimizer_settings`` (``betas``, ``momentum``, ``nesterov``, ``muon``). Adding an optimizer is one
-entry here plus tests (tests/test_muon_registry.py checks every entry's tables and parts).
+entry here plus tests (tests/test_muon_unit.py checks every entry's tables and parts).
 """
 
 from __future__ import annotations
