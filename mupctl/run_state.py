@@ -81,11 +81,13 @@ def launch_fields(checkpoint: int | None, total: int, command: list[str]) -> dic
             "heartbeat": now, "mupctl_version": __version__, "command": list(command)}
 
 
-def record_end(run_dir: Path, base: dict, state: str, step: int, exit_code: int | None, reason: str) -> dict:
-    """Write an end (`state` one of STATES[1:]) over the launch's state `base` and add its events.jsonl row."""
+def record_end(run_dir: Path, base: dict, state: str, step: int, exit_code: int | None, reason: str,
+               checkpoint: int | None) -> dict:
+    """Write an end (`state` one of STATES[1:]) over the launch's state `base` and add its events.jsonl row;
+    `checkpoint`: the newest readable checkpoint's step (`newest_checkpoint`), None without one."""
     assert state in STATES[1:], state
     end = {"state": state, "step": step, "total_steps": base.get("total_steps"),
-           "checkpoint": checkpoint_name(newest_checkpoint(run_dir)), "exit_code": exit_code, "reason": reason}
+           "checkpoint": checkpoint_name(checkpoint), "exit_code": exit_code, "reason": reason}
     written = write_state(run_dir, base | end | {"ended": time.time()})
     append_event(run_dir, event="end", **end)
     return written
@@ -117,6 +119,15 @@ def lock_holder(run_dir: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int((Path(run_dir) / ".lock").read_text().split()[-1])
         return pid if pid_alive(pid) else None
+    return None
+
+
+def read_diverged(run_dir: Path) -> dict | None:
+    """DIVERGED.json's `step` (an int) and `message`, the worker's record of a non-finite loss; None when
+    it is absent, torn by a crash, or not such a record."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        diverged = json.loads((Path(run_dir) / "DIVERGED.json").read_text())
+        return {"step": int(diverged["step"]), "message": diverged["message"]}
     return None
 
 
@@ -152,6 +163,7 @@ def record_orphaned(run_dir: Path, launcher_pid: int) -> None:
             step = logged_step(run_dir)
             record_end(run_dir, base, CRASHED, step, None,
                        f"the launcher (mupctl pid {launcher_pid}) was killed after step {step} and its workers "
-                       f"stopped with it; continue with `mupctl resume {Path(run_dir).resolve()}`")
+                       f"stopped with it; continue with `mupctl resume {Path(run_dir).resolve()}`",
+                       newest_checkpoint(run_dir))
     except Exception:  # noqa: BLE001 - last words are best effort: `status` still finds the launcher gone
         pass

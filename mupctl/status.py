@@ -15,15 +15,20 @@ from pathlib import Path
 from mupctl.errors import UserError
 from mupctl.metrics import read_jsonl
 from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, RUNNING, STOPPED, checkpoint_name, launcher_alive,
-                              lock_holder, newest_checkpoint, read_state)
+                              lock_holder, newest_checkpoint, read_diverged, read_state)
 
 FIELDS = ("run_dir", "state", "alive", "step", "total_steps", "loss", "val_loss", "tokens", "tokens_per_s",
           "checkpoint", "eta_s", "exit_code", "reason")
 
 
-def run_status(run_dir: Path) -> dict:
+SCAN = object()
+"""`run_status(checkpoint=SCAN)`: find the newest readable checkpoint (the default)."""
+
+
+def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
     """The run's status: FIELDS (docs/cli.md), then what state.json recorded (pid, host, times, version,
-    command line; absent for old run directories)."""
+    command line; absent for old run directories). `checkpoint`: the newest readable checkpoint's step
+    when the caller has just scanned them (None: there is none), so that they are not read again."""
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "plan.json").is_file():
         raise UserError(f"{run_dir} is not a mupctl run directory (no plan.json)", "RUN_DIR")
@@ -40,7 +45,7 @@ def run_status(run_dir: Path) -> dict:
                   f"`mupctl resume {run_dir}`"}
     steps = [r["step"] for r in rows if type(r.get("step")) is int]
     step = max([s for s in (state.get("step"), *steps) if type(s) is int], default=0)
-    ckpt = newest_checkpoint(run_dir)
+    ckpt = newest_checkpoint(run_dir) if checkpoint is SCAN else checkpoint
     last = train[-1] if train else {}
     out = {"run_dir": str(run_dir), "state": state["state"], "alive": alive, "step": step,
            "total_steps": state.get("total_steps") or plan_steps(run_dir),
@@ -83,11 +88,9 @@ def legacy_state(run_dir: Path, rows: list[dict]) -> dict:
     pid = lock_holder(run_dir)
     if pid is not None:
         return {"state": RUNNING, "step": last_step, "pid": pid, "reason": None}
-    try:
-        diverged = json.loads((run_dir / "DIVERGED.json").read_text())
+    diverged = read_diverged(run_dir)
+    if diverged is not None:
         return {"state": DIVERGED, "step": diverged["step"], "exit_code": 1, "reason": diverged["message"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     if last.get("event") == "stop":
         return {"state": STOPPED, "step": last.get("step"), "exit_code": 1,
                 "reason": f"stopped by a signal after step {last.get('step')}"}

@@ -21,7 +21,7 @@ def check_extension(run_dir: Path, saved, plan, peak_lr: float, ckpt: int | None
     for no more; a train.steps at or below the step it would continue from (or below the finished step of
     a run without checkpoints, which a resume would train over) is refused, naming train.steps."""
     from mupctl.status import run_status
-    status = run_status(run_dir)
+    status = run_status(run_dir, checkpoint=ckpt)
     finished = status["step"] if status["state"] == FINISHED else None
     steps = plan.train.steps
     if finished is not None and steps == finished and ckpt in (None, finished):

@@ -210,7 +210,7 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, command: li
     lock = lock_run_dir(run_dir, recipe, sign=False)  # a run in use is refused before anything is said of it
     done, notes = check_extension(run_dir, saved, plan, recipe.optimizer.lr, ckpt)
     if done is not None:
-        return run_status(run_dir) | {"note": done}
+        return run_status(run_dir, checkpoint=ckpt) | {"note": done}
     warn(notes)
     diverged = run_dir / "DIVERGED.json"
     why = read_run_json(diverged, "message") if diverged.exists() else None

@@ -10,7 +10,6 @@ signal to its process group take the same path. torchrun's stdout (the workers' 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import signal
@@ -26,7 +25,7 @@ from mupctl.launch.command import torchrun_argv
 from mupctl.launch.display import Display, pump
 from mupctl.metrics import read_jsonl
 from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, HEARTBEAT_S, STOPPED, append_event, launch_fields,
-                              logged_step, record_end, write_state)
+                              logged_step, newest_checkpoint, read_diverged, record_end, write_state)
 
 
 @dataclass
@@ -66,9 +65,10 @@ def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner
         raise
     finally:
         display.close()
+        ckpt = newest_checkpoint(run_dir)  # one scan for both the recorded end and the status returned
         if owner:
-            record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason)
-    return run_status(run_dir) | {"seconds": round(time.monotonic() - start, 1),
+            record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason, ckpt)
+    return run_status(run_dir, checkpoint=ckpt) | {"seconds": round(time.monotonic() - start, 1),
                                   **({} if owner else {"state": end.state, "reason": end.reason})}
 
 
@@ -139,9 +139,9 @@ def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict],
     if rc == 0:
         return End(FINISHED, plan.train.steps, 0, f"reached train.steps ({plan.train.steps})")
     log = f"log: {run_dir / 'train.log'}"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # absent, or torn by the crash
-        diverged = json.loads((run_dir / "DIVERGED.json").read_text())
-        return End(DIVERGED, int(diverged["step"]), 1, f"{diverged['message']}; {log}")
+    diverged = read_diverged(run_dir)
+    if diverged is not None:
+        return End(DIVERGED, diverged["step"], 1, f"{diverged['message']}; {log}")
     reasons = [e["message"] for e in events if e.get("event") == "failed" and e.get("message")]
     why = reasons[-1] if reasons else f"workers exited with code {rc} after {restarts} restart(s) (limit {limit})"
     return End(CRASHED, logged_step(run_dir), 1, one_line(f"{why}; {log}"))
