@@ -86,6 +86,9 @@ def test_batched_newton_schulz_matches_the_per_matrix_chain():
         assert diff == 0  # CPU
         s = torch.linalg.svdvals(single.float())
         assert s.median() > 0.5 and s.max() < 1.5  # orthogonalized: singular values pulled towards 1
+        stacked = x.to(torch.bfloat16)  # as Muon passes its batch: already bf16, so no copy is made
+        before = stacked.clone()
+        assert torch.equal(orthogonalize(stacked, 5), batched) and torch.equal(stacked, before)  # never in place
 
 
 def test_per_matrix_chain_is_torch_muons():

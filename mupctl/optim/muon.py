@@ -218,9 +218,11 @@ class Muon(torch.optim.Muon):
         """Start the all-gather of one round's results: (the [W, width, A, B] bf16 receive buffer, its
         work handle). `mine`: this rank's [len(mine), A, B] results, or None (zeros: a replay)."""
         with self._phase("pack"):
-            send = torch.zeros((rnd.width, *rnd.shape), dtype=torch.bfloat16, device=self._device())
+            send = torch.empty((rnd.width, *rnd.shape), dtype=torch.bfloat16, device=self._device())
+            filled = 0 if mine is None else len(mine)
             if mine is not None:
-                send[: len(mine)].copy_(mine)
+                send[:filled].copy_(mine)
+            send[filled:].zero_()  # padding (and a replay's buffer): zeros, never read
             received = torch.empty((self.world * rnd.width, *rnd.shape), dtype=torch.bfloat16, device=send.device)
         work = dist.all_gather_into_tensor(received, send, group=self.group, async_op=True)
         return received.view(self.world, rnd.width, *rnd.shape), work

@@ -25,15 +25,15 @@ EPS = 1e-7
 def orthogonalize(g: torch.Tensor, steps: int, coefficients=COEFFICIENTS, eps: float = EPS) -> torch.Tensor:
     """NS(g) in bf16 for one matrix [A, B] or a batch [n, A, B] of same-shape matrices (never in place)."""
     a, b, c = coefficients
-    x = g.to(torch.bfloat16, copy=True)
+    x = g.to(torch.bfloat16)  # g itself when it is bf16 already (Muon's stacked batch): the division copies
     tall = g.size(-2) > g.size(-1)
     if tall:
         x = x.mT
     if x.dim() == 2:
-        x.div_(x.norm().clamp(min=eps))
+        x = x / x.norm().clamp(min=eps)
         mm = torch.addmm
     else:
-        x.div_(x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps))
+        x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
         mm = torch.baddbmm
     for _ in range(steps):
         gram = x @ x.mT
