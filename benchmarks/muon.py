@@ -95,10 +95,6 @@ def train_row(row: dict, a, env: dict, work: Path) -> dict:
     b = copy.copy(a)
     b.set = list(a.set) + [f"train.global_batch={row['global_batch']}"] + VARIANTS[row["variant"]]
     run_one(row, b, env, work / f"{row['variant']}-b{row['global_batch']}")
-    if row.get("tokens_per_s"):  # run_one's step ms assumes one micro batch per rank: use the real batch
-        row["step_ms"] = 1e3 * row["global_batch"] * a.seq_len / row["tokens_per_s"]
-        for k in ("step_ms_p10", "step_ms_p90"):
-            row.pop(k, None)
     return row
 
 

@@ -50,7 +50,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from mupctl.errors import UserError  # noqa: E402
 from mupctl.metrics import read_jsonl  # noqa: E402
 from mupctl.mfu import mfu, peak_flops  # noqa: E402
-from mupctl.plan import build_plan  # noqa: E402
+from mupctl.plan import compile_plan  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
 from throughput import ANCHORS, fmt, gpu_kind, parse_shape, percentile  # noqa: E402
 
@@ -209,13 +209,14 @@ def run_one(row: dict, a, env: dict, work: Path) -> None:
     try:
         row["layers"], row["d_model"] = parse_shape(shape)
         overrides = run_overrides(shape, strategy, ngpus, a)
-        s = build_plan(load_recipe(Path(ROOT / a.recipe), overrides))["summary"]  # fails fast on a bad --set
+        plan = compile_plan(load_recipe(Path(ROOT / a.recipe), overrides))  # fails fast on a bad --set
         if (run_dir / "plan.json").exists():
             raise UserError(f"{run_dir} already holds a run (use another --work-dir)", "--work-dir")
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         print(f"    -> [{shape} {strategy} {ngpus} GPU(s)] {describe(row)}", flush=True)
         return
+    s = plan.summary
     row |= {"params": s["params"], "flops_per_token": s["flops_per_token"],
             "state_gib_per_gpu": s["memory_per_gpu_bytes"]["total"] / 2**30}
     argv = [sys.executable, "-m", "mupctl", "train", a.recipe, "--run-dir", str(run_dir)]
@@ -250,7 +251,7 @@ def run_one(row: dict, a, env: dict, work: Path) -> None:
         peaks = row["peak_mem_mib_by_gpu"] = peak_rise_mib(smi_path)
         row["peak_mem_gib"] = max(peaks.values()) / 1024 if peaks else None
     rows = train_rows(run_dir)
-    m = measure(rows, a.warmup, a.micro_batch * ngpus * a.seq_len)
+    m = measure(rows, a.warmup, plan.tokens_per_step)
     err_tail = tail(err_path) or tail(out_path)
     if interrupted:
         row["status"], row["error"] = "interrupted", f"stopped by {STOP[0]} (figures: the steps it made)"
