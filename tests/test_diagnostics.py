@@ -6,6 +6,7 @@ which needs the sizes in docs/diagnostics.md. At widths 32-128 the finite-width 
 coordinate check is up to ~0.25 in slope, so the verdict uses 0.3; SP at LR 1e-2 is at ~1.
 """
 
+import copy
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import pytest
 from conftest import ROOT, run_cli
 from mupctl.diagnostics.coord_cli import format_summary, parse_list, run_coord_check
 from mupctl.diagnostics.cells import cell_losses, data_passes
-from mupctl.diagnostics.sweep import run_sweep
+from mupctl.diagnostics.sweep import run_sweep, write_report
 from mupctl.diagnostics.plots import sweep_figure
 from mupctl.diagnostics.sweep_report import write_markdown
 from mupctl.diagnostics.sweep_stats import (add_transfer_cost, fit_optimum, loss_at, regret, seed_statistics,
@@ -521,3 +522,17 @@ def test_tune_base_tunes_each_key_at_the_base_shape_in_turn_and_emits_the_target
             tune_base(recipe, [], keys, steps=4, seeds=1, rounds=1, points=points, work_dir=tmp_path / "w2",
                       out_path=tmp_path / "t2.yaml", targets=[])
     assert not (tmp_path / "t2.yaml").exists()
+
+
+def test_sweep_report_and_plot_with_nothing_finished_at_the_base(sweep, tmp_path):
+    """A sweep cut short (the base cells failed, the rest partly done) still gets its sweep.md and PNG."""
+    _, report = sweep
+    cut = copy.deepcopy(report)
+    cut["curves"][0]["val_loss"] = [None] * len(cut["lrs"])
+    for row in cut["regret"]["by_size"]:
+        row |= {"at_reference": None, "regret": None, "regret_own": None, "seed_regret": [None], "seed_regret_own": [None]}
+    cut["regret"]["reference_lr"] = None
+    write_report(cut, tmp_path)
+    assert "η₀ = n/a (no cell at the smallest size finished without diverging)" in (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert list(sweep_figure(cut).axes[1].get_xticks()) == report["sizes"]

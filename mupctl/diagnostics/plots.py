@@ -129,7 +129,7 @@ def sweep_figure(report: dict):
 
 
 def lr_ticks(ax, lrs: list[float]) -> None:
-    """x ticks at the swept LRs themselves, labelled as typed (1e-3, 0.003), no minor ticks."""
+    """x ticks at the swept LRs (or sizes) themselves, labelled as typed (1e-3, 0.003), no minor ticks."""
     from matplotlib.ticker import NullLocator
     ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs], rotation=45 if len(lrs) > 6 else 0, fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
@@ -161,6 +161,8 @@ def _plot_regret(ax, report: dict) -> None:
                     ls=":", lw=1, color=color)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log", base=2)
+    ax.set_xlim(min(sizes) / 1.2, max(sizes) * 1.2)  # set, not autoscaled: every regret may be missing
+    lr_ticks(ax, sizes)
     ax.set_xlabel(report["axis"])
     ax.set_ylabel("val loss at η₀ − best (nats)")
     eta = "n/a" if reg["reference_lr"] is None else f"{reg['reference_lr']:.3g}"

@@ -76,7 +76,7 @@ def _num(value, signed: bool = False) -> str:
 
 
 def _lr(value) -> str:
-    return "n/a (every cell diverged)" if value is None else f"{value:.4g}"
+    return "n/a (no cell at the smallest size finished without diverging)" if value is None else f"{value:.4g}"
 
 
 def regret_lines(report: dict) -> list[str]:
