@@ -36,15 +36,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from mupctl.data import open_data  # noqa: E402
 from mupctl.optim import optimizer_parts  # noqa: E402
 from mupctl.optim.muon import Muon, PhaseTimer  # noqa: E402
 from mupctl.paths import atomic_write  # noqa: E402
 from mupctl.plan import compile_plan  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
-from mupctl.schedule import lr_factor  # noqa: E402
-from mupctl.train_step import TrainStep  # noqa: E402
-from mupctl.worker import bf16_compute, build, pick_device  # noqa: E402
+from mupctl.worker import pick_device, setup  # noqa: E402
 from muon import VARIANTS, add_run_args, finish_args  # noqa: E402
 from scaling import run_overrides  # noqa: E402
 from throughput import sync  # noqa: E402
@@ -70,17 +67,9 @@ def replay_ms(opt: Muon, device) -> float:
 def profile(mode: str, a, rank: int, world: int, device) -> dict:
     overrides = run_overrides(a.shape, a.strategy, world, a) + list(a.set) + [f"train.global_batch={a.batch}"]
     plan = compile_plan(load_recipe(ROOT / a.recipe, overrides + VARIANTS[f"muon-{mode}"]))
-    model, wrapped, optimizer = build(plan, device, world)
-    muon = next(o for o in optimizer_parts(optimizer) if isinstance(o, Muon))
-    t = plan.train
-    accum = t.global_batch // (t.micro_batch * world)
-    data = open_data(plan.data, plan.model.vocab_size, plan.model.seq_len, t.seed)
-    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) \
-        if bf16_compute(plan, device) and plan.launch.strategy != "fsdp" else contextlib.nullcontext
-    step = TrainStep(model, optimizer, wrapped=wrapped, accum=accum, grad_clip=t.grad_clip, context=autocast,
-                     lr_factor=partial(lr_factor, **plan.schedule.model_dump()))
-    batches = partial(data.micro_batches, "train", rank=rank, world=world, micro=t.micro_batch, accum=accum,
-                      device=device)
+    run = setup(plan, device, rank, world)
+    muon = next(o for o in optimizer_parts(run.optimizer) if isinstance(o, Muon))
+    step, batches = run.step, partial(run.batches, "train")
     for s in range(a.warmup):
         step(s, batches(s))
     sync(device)
@@ -102,7 +91,7 @@ def profile(mode: str, a, rank: int, world: int, device) -> dict:
            "comm_ms": replay_ms(muon, device), "phases": phases,
            "matrices": len(layout["ranks"][rank]) if "ranks" in layout else layout["matrices"],
            "ns_gflop": layout["ns_gflop"][rank] if "ns_gflop" in layout else None}
-    del model, wrapped, optimizer, muon, step
+    del run, muon, step
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -19,6 +19,8 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from mupctl import faults
 from mupctl.checkpoint import Checkpointer
-from mupctl.data import open_data
+from mupctl.data import TokenData, open_data
 from mupctl.errors import RunFailure
 from mupctl.evaluation import Evaluator
 from mupctl.launch.child import die_with_parent
@@ -98,25 +100,46 @@ def build(plan: Plan, device: torch.device, world: int):
     return model, wrapped, optimizer
 
 
+@dataclass
+class Setup:
+    """What one rank trains with, all built from the plan."""
+    model: GPT
+    wrapped: torch.nn.Module  # the model under DDP / FSDP2 (itself on one rank)
+    optimizer: torch.optim.Optimizer
+    accum: int  # micro batches per rank per step
+    data: TokenData
+    batches: Callable  # (split, step) → this rank's micro batches of that step
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    step: TrainStep
+
+
+def setup(plan: Plan, device: torch.device, rank: int, world: int) -> Setup:
+    """`build`, the data, and the one training step, which accumulates accum = global_batch /
+    (micro_batch · world) micro batches per rank (the worker, benchmarks and test helpers train with it)."""
+    t = plan.train
+    model, wrapped, optimizer = build(plan, device, world)
+    accum = t.global_batch // (t.micro_batch * world)
+    data = open_data(plan.data, plan.model.vocab_size, plan.model.seq_len, t.seed)
+    batches = partial(data.micro_batches, rank=rank, world=world, micro=t.micro_batch, accum=accum, device=device)
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) \
+        if bf16_compute(plan, device) and plan.launch.strategy != "fsdp" else contextlib.nullcontext
+    step = TrainStep(model, optimizer, wrapped=wrapped, accum=accum, grad_clip=t.grad_clip, context=autocast,
+                     lr_factor=partial(lr_factor, **plan.schedule.model_dump()))
+    return Setup(model, wrapped, optimizer, accum, data, batches, autocast, step)
+
+
 class Trainer:
     def __init__(self, run_dir: Path, plan: Plan, device: torch.device):
         self.run_dir, self.plan, self.device = run_dir, plan, device
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
         t = plan.train
-        micro, self.accum = t.micro_batch, t.global_batch // (t.micro_batch * self.world)
         self.shapes = {x.name: list(x.shape) for x in plan.tensors}
-        self.model, self.wrapped, self.optimizer = build(plan, device, self.world)
-        self.data = open_data(plan.data, plan.model.vocab_size, plan.model.seq_len, t.seed)
-        self.batches = partial(self.data.micro_batches, rank=self.rank, world=self.world, micro=micro,
-                               accum=self.accum, device=device)
-        autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) \
-            if bf16_compute(plan, device) and plan.launch.strategy != "fsdp" else contextlib.nullcontext
-        self.step = TrainStep(self.model, self.optimizer, wrapped=self.wrapped, accum=self.accum,
-                              grad_clip=t.grad_clip, context=autocast,
-                              lr_factor=partial(lr_factor, **plan.schedule.model_dump()))
+        s = setup(plan, device, self.rank, self.world)
+        self.model, self.wrapped, self.optimizer, self.accum = s.model, s.wrapped, s.optimizer, s.accum
+        self.data, self.batches, self.step = s.data, s.batches, s.step
         self.evaluator = Evaluator(self.model, self.wrapped, partial(self.batches, "val"), t.eval_batches,
-                                   self.accum, t.eval_interval, autocast)
+                                   self.accum, t.eval_interval, s.autocast)
         c = plan.checkpoint
         self.ckpt = Checkpointer(run_dir / "checkpoints", c.keep_last, c.async_save, c.interval)
         self.telemetry = Telemetry(self.model, t.telemetry_interval, plan.launch.strategy == "fsdp")

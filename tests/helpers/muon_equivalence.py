@@ -13,21 +13,17 @@ import argparse
 import json
 import os
 import sys
-from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from mupctl.data import open_data  # noqa: E402
 from mupctl.optim import muon_layout  # noqa: E402
 from mupctl.plan import compile_plan  # noqa: E402
 from mupctl.ranks import global_mean  # noqa: E402
 from mupctl.recipe import load_recipe  # noqa: E402
-from mupctl.schedule import lr_factor  # noqa: E402
-from mupctl.train_step import TrainStep  # noqa: E402
-from mupctl.worker import build  # noqa: E402
+from mupctl.worker import setup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["optimizer.name=muon", "scaling.recipe=mup", "scaling.base.d_model=64", "model.seq_len=64",
@@ -38,21 +34,12 @@ def train(strategy: str, mode: str, world: int, rank: int, steps: int) -> dict:
     plan = compile_plan(load_recipe(ROOT / "recipes" / "tiny.yaml", OVERRIDES + [
         f"launch.strategy={strategy}", f"optimizer.muon.distributed={mode}", f"launch.nproc_per_node={world}"]))
     device = torch.device("cpu")
-    model, wrapped, optimizer = build(plan, device, world)
-    t = plan.train
-    accum = t.global_batch // (t.micro_batch * world)
-    data = open_data(plan.data, plan.model.vocab_size, plan.model.seq_len, t.seed)
-    step = TrainStep(model, optimizer, wrapped=wrapped, accum=accum, grad_clip=t.grad_clip,
-                     lr_factor=partial(lr_factor, **plan.schedule.model_dump()))
-    losses = []
-    for s in range(steps):
-        loss, _ = step(s, data.micro_batches("train", s, rank=rank, world=world, micro=t.micro_batch,
-                                             accum=accum, device=device))
-        losses.append(global_mean(loss))
+    run = setup(plan, device, rank, world)
+    losses = [global_mean(run.step(s, run.batches("train", s))[0]) for s in range(steps)]
     params = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
-              for n, p in model.named_parameters()}
+              for n, p in run.model.named_parameters()}
     muon = [x.name for x in plan.tensors if x.optimizer == "muon"]
-    return {"losses": losses, "layout": muon_layout(optimizer), "muon_matrices": muon, "params": params}
+    return {"losses": losses, "layout": muon_layout(run.optimizer), "muon_matrices": muon, "params": params}
 
 
 def main() -> None:
