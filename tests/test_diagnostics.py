@@ -411,6 +411,8 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     assert load_recipe(target).optimizer.lr == pytest.approx(opt["lr"])
     assert info["regret"] == report["regret"]  # the sweep ran a baseline twin: tune reports its regret
     assert any(w.startswith("model.init_std 0.02 is 0.11x the base's fan-in scale 1/sqrt(32)") for w in info["warnings"])
+    twin = json.loads((out / "baseline-none" / "sweep.json").read_text())  # SP carries no base σ: no such caveat
+    assert twin["proxy_recipe"]["model"]["init_std"] == 0.02 and not any("init_std" in w for w in twin["warnings"])
     regret_line = next(line for line in target.read_text().splitlines() if line.startswith("# regret vs none"))
     assert regret_line.startswith(f"# regret vs none at width 64: {report['regret']['by_size'][-1]['regret']:+.4f}")
     with pytest.raises(UserError, match="^--out: .* exists"):

@@ -130,9 +130,10 @@ def caveats(report: dict) -> list[str]:
 
 def untuned_init(proxy_raw: dict, base: dict) -> list[str]:
     """A σ more than 2× away from the base's fan-in scale 1/√(base d_model) (e.g. GPT-2's 0.02 at a 256-wide
-    base) was most likely not tuned there; μP carries it to every width (docs/results round 14)."""
+    base) was most likely not tuned there; μP carries it to every width (docs/results round 14). Not
+    under `none`, which carries no base σ."""
     sigma, lecun = proxy_raw["model"]["init_std"], base["d_model"] ** -0.5
-    if sigma is None or 0.5 <= sigma / lecun <= 2:
+    if sigma is None or proxy_raw["scaling"]["recipe"] == "none" or 0.5 <= sigma / lecun <= 2:
         return []
     return [f"model.init_std {sigma:g} is {sigma / lecun:.2g}x the base's fan-in scale 1/sqrt({base['d_model']}) = "
             f"{lecun:.3g}: unless it was tuned at the base, tune it there (mupctl tune-base), since mup carries the "
