@@ -27,7 +27,7 @@ from mupctl.diagnostics.cells import cell_argv, cell_losses, cell_state, data_pa
 from mupctl.diagnostics.coord_cli import choose_axis
 from mupctl.diagnostics.reports import finite_json, write_json
 from mupctl.diagnostics.scheduler import gpu_groups, note, run_jobs
-from mupctl.diagnostics.sweep_report import memorization_warning, write_markdown
+from mupctl.diagnostics.sweep_report import write_markdown
 from mupctl.diagnostics.sweep_stats import regret, summarize_cells
 from mupctl.errors import RunFailure, UserError
 from mupctl.launch.preflight import preflight
@@ -183,10 +183,7 @@ def run_sweeps(specs: list[SweepSpec], parallel: int | None = None, gpus: list[i
         raw[main]["baseline"] = {"scaling_recipe": raw[twin]["scaling_recipe"], "dir": str(specs[twin].out),
                                  "lrs": raw[twin]["lrs"]}
         raw[main]["regret"] = regret(raw[main], raw[twin])
-    reports = [write_report(report, spec.out) for report, spec in zip(raw, specs)]
-    for report in reports:
-        if report["val_rose"]["cells"]:
-            note(memorization_warning(report))
+    reports = [write_report(report, spec.out) for report, spec in zip(raw, specs)]  # caveats: in each report
     failed = [(spec.out, c["id"]) for spec, r in zip(specs, reports) for c in r["cells"] if c["status"] == "failed"]
     if failed:
         out, first = failed[0]
