@@ -45,13 +45,38 @@ def slot_env(slot: int, groups: list[list[str]], parallel: int) -> dict:
     return env
 
 
+OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError")
+"""What a worker that ran out of GPU memory leaves in its train.log (torch.OutOfMemoryError)."""
+RETRIES = 2
+
+
+def out_of_memory(job: dict) -> bool:
+    """Whether this attempt of the job (its train.log past job["log_offset"]) ran out of GPU memory."""
+    try:
+        with open(Path(job["dir"]) / "train.log", "rb") as f:
+            f.seek(job["log_offset"])
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(marker in text for marker in OUT_OF_MEMORY)
+
+
 def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
-    """Run jobs ({"argv", "dir"}) `parallel` at a time; sets job["rc"], job["seconds"], job["gpus"] (the
-    CUDA_VISIBLE_DEVICES it gave the job, None on CPU) and job["started"] / job["ended"] (time.time()).
-    Output goes to <dir>/sweep.log. On Ctrl-C, SIGTERM or an error the running children get SIGTERM, once:
-    they run in their own sessions, so a terminal's Ctrl-C does not reach them too (launch.child); a signal
-    then ends the sweep with a one-line `RunFailure`."""
-    pending, running = list(jobs), {}
+    """Run jobs ({"argv", "dir"}, optional "retry_argv") `parallel` at a time, slot i on GPU group
+    i mod #groups; sets job["rc"], job["seconds"], job["gpus"] (the CUDA_VISIBLE_DEVICES it gave the
+    job, None on CPU) and job["started"] / job["ended"] (time.time()). Output goes to <dir>/sweep.log.
+    A job that runs out of GPU memory is queued again (at most RETRIES times, with its retry_argv), and
+    its GPU group then takes at most as many jobs at a time as were still running there: packing
+    more cells on a GPU than fit backs off instead of failing them. On Ctrl-C, SIGTERM or an error the
+    running children get SIGTERM, once: they run in their own sessions, so a terminal's Ctrl-C does not
+    reach them too (launch.child); a signal then ends the sweep with a one-line `RunFailure`."""
+    pending, running, cap = list(jobs), {}, {}  # cap: group index → most jobs at once there
+
+    def group(slot: int) -> int:
+        return slot % len(groups) if groups else 0
+
+    def busy(g: int) -> int:
+        return sum(group(slot) == g for slot in running)
 
     def stop(signum, frame):
         raise Stopped(signum)
@@ -60,11 +85,13 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
     try:
         while pending or running:
             for slot in range(parallel):
-                if slot not in running and pending:
+                if slot not in running and pending and busy(group(slot)) < cap.get(group(slot), parallel):
                     job = pending.pop(0)
                     Path(job["dir"]).mkdir(parents=True, exist_ok=True)
                     env = slot_env(slot, groups, parallel)
                     job["gpus"], job["started"] = env["CUDA_VISIBLE_DEVICES"] if groups else None, time.time()
+                    log_path = Path(job["dir"]) / "train.log"
+                    job["log_offset"] = log_path.stat().st_size if log_path.exists() else 0
                     with open(Path(job["dir"]) / "sweep.log", "a") as log:
                         proc = spawn(job["argv"], stdout=log, stderr=subprocess.STDOUT, env=env)
                     running[slot] = (job, proc, time.perf_counter())
@@ -74,6 +101,14 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
                     job["ended"] = time.time()
                     del running[slot]
                     note(f"{job['id']}: exit {job['rc']} after {job['seconds']} s")
+                    if job["rc"] and groups and job.get("retry_argv") and job.get("tries", 0) < RETRIES \
+                            and out_of_memory(job):
+                        g = group(slot)
+                        cap[g] = max(1, min(cap.get(g, parallel), busy(g)))
+                        job["tries"], job["argv"] = job.get("tries", 0) + 1, job["retry_argv"]
+                        pending.insert(0, job)
+                        note(f"{job['id']}: out of GPU memory on GPU(s) {job['gpus']}; queued again, and from "
+                             f"now on at most {cap[g]} cell(s) at a time there")
             time.sleep(POLL_S)
     except Stopped as stopped:
         raise RunFailure(f"stopped by {signal.Signals(stopped.args[0]).name}: the {len(running)} running cell(s) stop "

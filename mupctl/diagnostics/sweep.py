@@ -117,7 +117,8 @@ def run_cells(prepared: list[dict], parallel: int | None, gpus: list[int] | None
             state = cell_state(Path(cell["dir"]), p["spec"].steps)
             cell["action"] = {"new": "launched", "partial": "resumed"}.get(state, "skipped")
             if cell["action"] != "skipped" and launch:
-                jobs.append(cell | {"argv": cell_argv(p["spec"].recipe_path, cell, cell["action"] == "resumed")})
+                jobs.append(cell | {"argv": cell_argv(p["spec"].recipe_path, cell, cell["action"] == "resumed"),
+                                    "retry_argv": cell_argv(p["spec"].recipe_path, cell, True)})
     jobs.sort(key=lambda c: -c["size"])  # longest first
     total = sum(len(p["cells"]) for p in prepared)
     shapes = " + ".join(f"{len(p['cells'])} cells ({len(p['spec'].sizes)} sizes × {len(p['spec'].lrs)} LRs × "
