@@ -3,7 +3,7 @@
 # when the machine goes back:  OUT=dir BUDGET=540 [RESTORE=results.tgz] bash benchmarks/regret_gpu.sh PHASE… [--flags]
 # Builds the code corpus (benchmarks/code_corpus.py) into $WORK/code-corpus once. At exit
 # $OUT/results.tgz holds every sweep report and every finished or diverged cell's metrics.jsonl,
-# recipe.yaml and DIVERGED.json (failed cells: sweep.log); RESTORE= unpacks such a file into WORK
+# recipe.yaml and DIVERGED.json (failed cells: sweep.log and train.log, the worker's traceback); RESTORE= unpacks such a file into WORK
 # first, so a later call skips the finished cells. Cells record the corpus's absolute path: keep WORK.
 set -uo pipefail
 PY=${PY:-python3}; WORK=${WORK:-/tmp/regret-work}; OUT=${OUT:-out}; BUDGET=${BUDGET:-540}
@@ -23,7 +23,7 @@ for path in sorted(work.glob("reports/*")) + sorted(work.glob("sweeps/**/sweep.*
 for cell in sorted(work.glob("sweeps/**/cells/*")):
     recipe = cell / "recipe.yaml"
     state = cell_state(cell, load_recipe(recipe).train.steps) if recipe.exists() else "new"
-    names = ("metrics.jsonl", "DIVERGED.json", "recipe.yaml") if state in ("done", "diverged") else ("sweep.log",)
+    names = ("metrics.jsonl", "DIVERGED.json", "recipe.yaml") if state in ("done", "diverged") else ("sweep.log", "train.log")
     for name in names:
         if (cell / name).exists():
             print((cell / name).relative_to(work))
