@@ -53,6 +53,19 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, norm
 
+    def settle_buckets(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """DDP rebuilds its gradient buckets in the order the gradients became ready in its first
+        synchronized backward, so a fresh run all-reduces steps ≥ 1 in that layout. A resumed run's first
+        step would all-reduce in the initial layout, and over 3+ ranks a ring all-reduce sums an element
+        in an order set by its place in its bucket: the resume would not be bit-exact. One forward and
+        backward whose gradients are dropped (nothing is stepped) lets DDP record that order first.
+        Nothing to do without DDP."""
+        if not isinstance(self.wrapped, torch.nn.parallel.DistributedDataParallel):
+            return
+        with self.context():
+            self.forward(x, y).backward()
+        self.model.zero_grad(set_to_none=True)
+
     def grad_sync(self, on: bool) -> ContextManager:
         """DDP: `no_sync()` unless `on`; FSDP2: reduce-scatter only when `on`; else nothing."""
         if isinstance(self.wrapped, torch.nn.parallel.DistributedDataParallel) and not on:

@@ -30,7 +30,9 @@ BASE = ["--set", f"train.steps={STEPS}", "--set", f"checkpoint.interval={INTERVA
         "--set", "train.log_interval=1", "--set", "train.eval_interval=0", "--set", "train.telemetry_interval=0",
         "--set", "launch.device=cpu"]
 LAYOUTS = {"1rank": [], "2ranks-ddp": ["--nproc-per-node", "2"],
-           "2ranks-fsdp": ["--nproc-per-node", "2", "--set", "launch.strategy=fsdp"]}
+           "2ranks-fsdp": ["--nproc-per-node", "2", "--set", "launch.strategy=fsdp"],
+           # 3 ranks: a ring all-reduce's sum order depends on the bucket layout (TrainStep.settle_buckets)
+           "3ranks-ddp": ["--nproc-per-node", "3", "--set", "train.global_batch=12"]}
 
 
 def losses(run_dir):
