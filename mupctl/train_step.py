@@ -53,15 +53,16 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, norm
 
-    def settle_buckets(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def settle_buckets(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """DDP rebuilds its gradient buckets in the order the gradients became ready in its first
         synchronized backward, so a fresh run all-reduces steps ≥ 1 in that layout. A resumed run's first
         step would all-reduce in the initial layout, and over 3+ ranks a ring all-reduce sums an element
         in an order set by its place in its bucket: the resume would not be bit-exact. One forward and
-        backward whose gradients are dropped (nothing is stepped) lets DDP record that order first.
-        Nothing to do without DDP."""
+        backward on the first of `batches` (read only under DDP), whose gradients are dropped (nothing is
+        stepped), lets DDP record that order first. Nothing to do without DDP."""
         if not isinstance(self.wrapped, torch.nn.parallel.DistributedDataParallel):
             return
+        x, y = next(iter(batches))
         with self.context():
             self.forward(x, y).backward()
         self.model.zero_grad(set_to_none=True)

@@ -198,7 +198,7 @@ class Trainer:
             raise Divergence((self.run_dir / DIVERGED).read_text().strip())
         newest = self.ckpt.newest_meta()
         if newest is not None:  # before the load, which restores the RNG states
-            self.step.settle_buckets(*next(iter(self.batches("train", 0))))
+            self.step.settle_buckets(self.batches("train", 0))
         same_shapes = newest is None or newest.get("shapes", self.shapes) == self.shapes
         meta = self.ckpt.load_latest(self.model, optimizer_parts(self.optimizer), weights=same_shapes)
         start = meta["step"] if meta else 0
