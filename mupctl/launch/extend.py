@@ -11,10 +11,10 @@ from mupctl.run_state import FINISHED
 from mupctl.schedule import lr_factor
 
 
-def check_extension(run_dir: Path, saved, plan, peak_lr: float, ckpt: int | None) -> tuple[str | None, list[str]]:
-    """(`done`, notes): `done` is the message of a run with nothing left to train (launch nothing), else None;
-    notes are warnings for stderr. `saved` is the run's plan, `plan` the resume's, `ckpt` the step of the
-    newest valid checkpoint (`launcher.check_checkpoints`) or None.
+def check_extension(run_dir: Path, saved, plan, peak_lr: float, ckpt: int | None) -> tuple[dict | None, list[str]]:
+    """(`done`, notes): `done` is the status of a run with nothing left to train, with a `note` saying so
+    (launch nothing), else None; notes are warnings for stderr. `saved` is the run's plan, `plan` the
+    resume's, `ckpt` the step of the newest valid checkpoint (`launcher.check_checkpoints`) or None.
 
     The resume continues from the newest valid checkpoint, or from step 0 without one. It has nothing to do
     when that is where the run finished (`state.json`, or for old runs metrics.jsonl) and train.steps asks
@@ -25,8 +25,8 @@ def check_extension(run_dir: Path, saved, plan, peak_lr: float, ckpt: int | None
     finished = status["step"] if status["state"] == FINISHED else None
     steps = plan.train.steps
     if finished is not None and steps == finished and ckpt in (None, finished):
-        return (f"already finished at step {finished}; extend with `mupctl resume {run_dir} --set "
-                f"train.steps={2 * finished}` (any number above {finished})"), []
+        return status | {"note": f"already finished at step {finished}; extend with `mupctl resume {run_dir} --set "
+                                 f"train.steps={2 * finished}` (any number above {finished})"}, []
     if ckpt is not None and steps <= ckpt:
         raise UserError(f"is {steps}, but the newest checkpoint is at step {ckpt}: a resume continues from there, "
                         f"so give train.steps > {ckpt}", "train.steps")

@@ -25,7 +25,6 @@ from mupctl.launch.supervise import run_workers
 from mupctl.paths import atomic_write, check_dir
 from mupctl.plan import PLAN_VERSION, Plan, compile_plan, plan_changes, read_plan, write_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
-from mupctl.status import run_status
 
 
 def new_run_dir(recipe, run_dir: Path | None) -> Path:
@@ -210,7 +209,7 @@ def resume(run_dir: Path, overrides: list[str], force: bool = False, command: li
     lock = lock_run_dir(run_dir, recipe, sign=False)  # a run in use is refused before anything is said of it
     done, notes = check_extension(run_dir, saved, plan, recipe.optimizer.lr, ckpt)
     if done is not None:
-        return run_status(run_dir, checkpoint=ckpt) | {"note": done}
+        return done
     warn(notes)
     diverged = run_dir / "DIVERGED.json"
     why = read_run_json(diverged, "message") if diverged.exists() else None
