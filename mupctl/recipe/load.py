@@ -77,7 +77,7 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as exc:  # e.g. a name too long
         raise UserError(f"{exc.strerror or exc}; give a path to a YAML recipe", str(p)) from None
     if not found:
-        raise UserError(f"no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
+        raise UserError("no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
     try:
         data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as exc:
