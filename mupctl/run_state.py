@@ -72,6 +72,16 @@ def newest_checkpoint(run_dir: Path) -> int | None:
     return None
 
 
+def trained_to_end(steps: int, interval: int, checkpoint: int | None, rows: list[dict]) -> bool:
+    """Whether the workers completed all `steps`, whatever the launcher recorded (a signal or a SIGKILL
+    can reach it after the last step): with checkpointing on (`interval` > 0) the newest whole
+    checkpoint is at `steps`, so a resume has nothing left to train; with it off, metrics.jsonl's
+    `rows` hold the train row of step `steps`."""
+    if interval > 0:
+        return checkpoint == steps
+    return any(r.get("step") == steps and "loss" in r for r in rows)
+
+
 def launch_fields(checkpoint: int | None, total: int, command: list[str]) -> dict:
     """state.json of a launch that starts now from `checkpoint` (a step, or None): `running`, who runs it,
     with which mupctl and command line."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from mupctl.errors import UserError
 from mupctl.metrics import read_jsonl
 from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, RUNNING, STOPPED, checkpoint_name, launcher_alive,
-                              lock_holder, newest_checkpoint, read_diverged, read_state)
+                              lock_holder, newest_checkpoint, read_diverged, read_state, trained_to_end)
 
 FIELDS = ("run_dir", "state", "alive", "step", "total_steps", "loss", "val_loss", "tokens", "tokens_per_s",
           "checkpoint", "eta_s", "exit_code", "reason")
@@ -43,12 +43,16 @@ def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
         state |= {"state": CRASHED, "reason": f"the launcher (mupctl pid {state.get('pid')} on {where}) is gone and "
                   "recorded no end (killed by SIGKILL, out of memory, or its node was lost); continue with "
                   f"`mupctl resume {run_dir}`"}
+    ckpt = newest_checkpoint(run_dir) if checkpoint is SCAN else checkpoint
+    total, interval = plan_fields(run_dir)
+    if state["state"] in (STOPPED, CRASHED) and total and trained_to_end(total, interval, ckpt, rows):
+        state |= {"state": FINISHED, "reason": f"reached train.steps ({total}); the launcher ended as the workers "
+                  f"finished and recorded: {state.get('reason')}"}
     steps = [r["step"] for r in rows if type(r.get("step")) is int]
     step = max([s for s in (state.get("step"), *steps) if type(s) is int], default=0)
-    ckpt = newest_checkpoint(run_dir) if checkpoint is SCAN else checkpoint
     last = train[-1] if train else {}
     out = {"run_dir": str(run_dir), "state": state["state"], "alive": alive, "step": step,
-           "total_steps": state.get("total_steps") or plan_steps(run_dir),
+           "total_steps": state.get("total_steps") or total,
            "loss": last.get("loss"), "val_loss": val[-1]["val_loss"] if val else None,
            "tokens": last.get("tokens"), "tokens_per_s": last.get("tokens_per_s"),
            "checkpoint": str(run_dir / checkpoint_name(ckpt)) if ckpt is not None else None,
@@ -59,11 +63,13 @@ def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
     return out | recorded_fields | {"recorded": recorded is not None}
 
 
-def plan_steps(run_dir: Path) -> int | None:
+def plan_fields(run_dir: Path) -> tuple[int | None, int]:
+    """plan.json's train.steps and checkpoint.interval ((None, 0) where it cannot say)."""
     try:
-        return json.loads((run_dir / "plan.json").read_text())["train"]["steps"]
+        plan = json.loads((run_dir / "plan.json").read_text())
+        return plan["train"]["steps"], plan["checkpoint"]["interval"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, 0
 
 
 def eta_s(train: list[dict], left: int, since: float | None) -> float | None:
@@ -81,7 +87,7 @@ def eta_s(train: list[dict], left: int, since: float | None) -> float | None:
 
 def legacy_state(run_dir: Path, rows: list[dict]) -> dict:
     """The state of a run directory without state.json, inferred from what its run left behind."""
-    total = plan_steps(run_dir)
+    total, _ = plan_fields(run_dir)
     last_step = max((r["step"] for r in rows if type(r.get("step")) is int and "loss" in r), default=0)
     events = read_jsonl(run_dir / "events.jsonl")
     last = events[-1] if events else {}

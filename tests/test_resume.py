@@ -233,7 +233,8 @@ def test_extending_a_schedule_warns_when_the_lr_jumps_back_up():
 
 def test_two_resumes_in_a_row_and_a_crash_past_the_restart_limit(references, finished):
     """Resume from step 4, crash after step 9 (no restarts allowed: exit 1 naming train.log), resume
-    again from step 8: the losses equal the uninterrupted run's."""
+    again from step 8: the losses equal the uninterrupted run's. That last resume's rank 0 dies after
+    the last step's checkpoint: the run trained to its end, so it is finished (exit 0), not crashed."""
     for step in (8, 12):
         shutil.rmtree(finished / "checkpoints" / f"step_{step:08d}")
     res = invoke("resume", finished, env={"MUPCTL_FAULT_STEP": str(2 * INTERVAL + 1)})
@@ -243,8 +244,11 @@ def test_two_resumes_in_a_row_and_a_crash_past_the_restart_limit(references, fin
     state = json.loads((finished / "state.json").read_text())
     assert state["state"] == "crashed" and state["exit_code"] == 1 and state["step"] == 2 * INTERVAL + 1
     assert state["checkpoint"] == f"checkpoints/step_{2 * INTERVAL:08d}"
-    res = invoke("resume", finished)
+    res = invoke("resume", finished, "--json", env={"MUPCTL_FAULT_STEP": str(STEPS)})
     assert res.returncode == 0, res.stdout + res.stderr
+    got = json.loads(res.stdout)
+    assert got["state"] == "finished" and got["reason"].startswith(f"reached train.steps ({STEPS}), then the workers "
+                                                                   "exited with code"), got
     assert starts(finished)[-2:] == [f"resumed at step {INTERVAL}", f"resumed at step {2 * INTERVAL}"]
     assert losses(finished) == losses(references["1rank"])
 

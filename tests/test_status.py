@@ -68,6 +68,7 @@ def test_a_running_state_whose_launcher_is_gone_is_crashed(run):
     """Nobody could write the end (the machine died): the pid is dead, or on another host the heartbeat
     is stale. A live pid of a mupctl process, or a fresh heartbeat, is alive and has an ETA."""
     base = read_state(run)
+    shutil.rmtree(run / "checkpoints" / "step_00000008")  # it died before its last checkpoint
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     write_state(run, base | launch_fields(4, 8, ["mupctl", "train"]) | {"pid": dead.pid})
@@ -114,12 +115,31 @@ def test_a_killed_launchers_worker_records_the_crash_unless_the_run_moved_on(run
     assert json.loads((run / "events.jsonl").read_text().splitlines()[-1])["state"] == "crashed"
 
 
+def test_a_run_whose_launcher_ended_after_the_last_checkpoint_is_finished(run):
+    """A signal or SIGKILL that reaches the launcher after the workers saved step train.steps leaves a
+    `stopped` or `crashed` record; the run is trained to its end, so status says finished and resume has
+    nothing to do (exit 0). Without that checkpoint the record stands and resume continues from step 4."""
+    base = read_state(run)
+    for state in ("stopped", "crashed"):
+        write_state(run, base | {"state": state, "exit_code": 1, "reason": "stopped by SIGTERM after step 8"})
+        got = status(run)
+        assert got["state"] == "finished" and got["step"] == 8, got
+        assert got["reason"] == ("reached train.steps (8); the launcher ended as the workers finished and recorded: "
+                                 "stopped by SIGTERM after step 8")
+    res = invoke("resume", run)
+    assert res.returncode == 0 and res.stdout.startswith("mupctl: already finished at step 8"), res.stdout + res.stderr
+    shutil.rmtree(run / "checkpoints" / "step_00000008")
+    got = status(run)
+    assert got["state"] == "crashed" and got["checkpoint"].endswith("step_00000004")
+
+
 def test_run_directories_without_a_state_file_are_read_as_well_as_they_can_be(run):
     (run / "state.json").unlink()
     got = status(run)
     assert got["state"] == "finished" and not got["recorded"] and got["step"] == 8
     rows = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("".join(r + "\n" for r in rows if json.loads(r)["step"] <= 5))
+    shutil.rmtree(run / "checkpoints" / "step_00000008")  # a run that ended after step 5
     got = status(run)
     assert got["state"] == "crashed" and "no recorded end" in got["reason"] and got["step"] == 4
     with (run / "events.jsonl").open("a") as f:

@@ -25,7 +25,8 @@ from mupctl.launch.command import torchrun_argv
 from mupctl.launch.display import Display, pump
 from mupctl.metrics import read_jsonl
 from mupctl.run_state import (CRASHED, DIVERGED, FINISHED, HEARTBEAT_S, STOPPED, append_event, launch_fields,
-                              logged_step, newest_checkpoint, read_diverged, record_end, write_state)
+                              logged_step, newest_checkpoint, read_diverged, record_end, trained_to_end,
+                              write_state)
 
 
 @dataclass
@@ -126,18 +127,24 @@ def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict],
     if restarts:
         display.note(f"mupctl: workers were restarted {restarts} time(s) (limit {limit})")
     stop = events[-1] if events and events[-1].get("event") == "stop" else None
-    if stop or (received and rc != 0):
-        by = signal.Signals(received[0]).name if received else "a signal to the workers"
+    steps = plan.train.steps
+    by = signal.Signals(received[0]).name if received else "a signal to the workers"
+    if rc == 0 and not stop:
+        return End(FINISHED, steps, 0, f"reached train.steps ({steps})")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if trained_to_end(steps, plan.checkpoint.interval, newest_checkpoint(run_dir), rows):  # a late signal or crash
+        late = by if received or stop else f"the workers exited with code {rc}"
+        return End(FINISHED, steps, 0, f"reached train.steps ({steps}), then {late} as the workers finished")
+    if stop or received:
         if stop and stop.get("checkpoint"):
             why = f"checkpoint saved there: continue with `mupctl resume {run_dir}`"
         elif stop:
             why = f"no checkpoint: checkpoint.interval is 0; `mupctl resume {run_dir}` starts it over"
         else:
-            why = f"before the workers could save; `mupctl resume {run_dir}` continues from the newest checkpoint"
+            why = (f"before the workers reached a step boundary; `mupctl resume {run_dir}` continues from the "
+                   "newest checkpoint")
         step = stop["step"] if stop else logged_step(run_dir)
         return End(STOPPED, step, 1, f"stopped by {by} after step {step}, {why}" if stop else f"stopped by {by} {why}")
-    if rc == 0:
-        return End(FINISHED, plan.train.steps, 0, f"reached train.steps ({plan.train.steps})")
     log = f"log: {run_dir / 'train.log'}"
     diverged = read_diverged(run_dir)
     if diverged is not None:
