@@ -95,6 +95,10 @@ def test_malformed_recipes_exit_2_and_write_nothing(cli, tmp_path):
         "name: " + "x" * 5000 + "\n": ["name", " … "],  # a huge bad value is cut, the line stays short
         "launch: {node_rank: 5}\n": ["launch.node_rank", "< launch.nnodes"],
         "name: !!binary aGVsbG8=\n": ["invalid YAML", "!!binary"],
+        "optimizer: {lr: 1.0e+300}\n": ["optimizer.lr", "<= 1000000"],  # finite, but the plan's LRs would not be
+        "scaling: {alpha_out: 1.0e+30}\n": ["scaling.alpha_out", "<= 1000000"],
+        "use_mup: true\nmup_base_hidden_size: 32\nscaling: {base: 5}\n":
+            ["mup_base_hidden_size", "cannot set scaling.base.d_model: scaling.base is 5, not a section"],
     }
     for text, needles in cases.items():
         before = sorted(p.name for p in tmp_path.iterdir())

@@ -114,16 +114,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
             raise UserError(f"invalid value for {key}: {exc}", "--set") from None
         except RecursionError:
             raise UserError(f"the value for {key} is nested too deeply", "--set") from None
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"cannot set {key}: {'.'.join(parts[:i + 1])} is not a section", "--set")
-            node = child
-        node[parts[-1]] = parsed
+        set_dotted(out, key, parsed, "--set")
     return out
 
 
@@ -137,13 +128,18 @@ def get_dotted(raw: dict, dotted: str, default=None):
     return node
 
 
-def _set(raw: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
+def set_dotted(raw: dict, dotted: str, value, field: str) -> None:
+    """raw["a"]["b"] = value for "a.b", creating missing (or null) sections; a part that holds a value,
+    not a section, is an error naming `field` (what the user wrote: `--set`, a legacy key)."""
     node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"cannot set {dotted}: {'.'.join(parts[:i + 1])} is {child!r}, not a section", field)
+        node = child
     node[parts[-1]] = value
 
 
@@ -166,24 +162,27 @@ def apply_legacy(raw: dict, use_mup_flag: bool = False) -> dict:
         if explicit is not None and (explicit == "none") == use_mup:
             raise UserError(f"conflicts with scaling.recipe: {explicit}; remove use_mup "
                             "(it is deprecated) and keep scaling.recipe", "use_mup")
-        deprecation(f"`use_mup: {str(use_mup).lower()}` is deprecated; write `scaling.recipe: {target}` "
-                    "(mapped for you)")
         if explicit is None:
-            _set(out, "scaling.recipe", target)
+            deprecation(f"`use_mup: {str(use_mup).lower()}` is deprecated; write `scaling.recipe: {target}` "
+                        "(mapped for you)")
+            set_dotted(out, "scaling.recipe", target, "use_mup")
+        else:
+            deprecation(f"`use_mup: {str(use_mup).lower()}` is deprecated and ignored: the recipe already says "
+                        f"scaling.recipe: {explicit}; remove use_mup")
         for key, value in legacy.items():
             current = get_dotted(out, LEGACY_KEYS[key])
             if current is not None and current != value:
                 raise UserError(f"conflicts with {LEGACY_KEYS[key]}: {current!r} (got {value!r}); remove {key} "
                                 "(it is deprecated)", key)
-            _set(out, LEGACY_KEYS[key], value)
+            set_dotted(out, LEGACY_KEYS[key], value, key)
             deprecation(f"`{key}` is deprecated; write `{LEGACY_KEYS[key]}`")
     if use_mup_flag:
         current = get_dotted(out, "scaling.recipe")
         if current == "none":
-            raise UserError("--use-mup conflicts with `scaling.recipe: none` in the recipe; drop the flag "
+            raise UserError("conflicts with `scaling.recipe: none` in the recipe; drop the flag "
                             "or set scaling.recipe to mup", "--use-mup")
         if current in (None, "mup"):
-            _set(out, "scaling.recipe", "mup")
+            set_dotted(out, "scaling.recipe", "mup", "--use-mup")
             deprecation("--use-mup is deprecated; write `scaling.recipe: mup` in the recipe")
         else:
             deprecation(f"--use-mup is deprecated and ignored: the recipe already says scaling.recipe: {current}")

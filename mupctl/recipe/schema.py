@@ -17,6 +17,8 @@ from mupctl.scaling.optimizers import NAMES as OPTIMIZER_NAMES
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 10**8 - 1  # checkpoint directories are step_NNNNNNNN
+MAX_FACTOR = 1e6  # LRs, weight decays and multipliers: far past any real value, and their products in the
+# plan (× m ≤ 2**20, × the per-role factors) stay finite in float32, so a typo fails here, not in a worker
 
 
 class Section(BaseModel):
@@ -51,9 +53,9 @@ class ModelConfig(Section):
     activation: Literal["swiglu", "gelu"] = "swiglu"
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     position: Literal["rope", "learned"] = "rope"
-    rope_theta: float = Field(10000.0, gt=0)
+    rope_theta: float = Field(10000.0, gt=0, le=1e12)
     bias: bool = Field(False, description="biases in linear layers (and LayerNorm)")
-    norm_eps: float = Field(1e-5, gt=0)
+    norm_eps: float = Field(1e-5, gt=0, le=1)
     init_std: Optional[float] = Field(
         None, gt=0, le=1e3, description="sigma: base init std tuned at the base shape; default 1/sqrt(base d_model), under none 1/sqrt(d_model)")
 
@@ -71,11 +73,11 @@ class RoleFactors(Section):
     tuned at the base shape transfer under mup/depth_mup like η does (Tensor Programs V tunes such
     per-role constants on the small model); the width and depth exponents apply on top."""
 
-    embedding: float = Field(1.0, gt=0, le=1e6)
-    hidden: float = Field(1.0, gt=0, le=1e6)
-    hidden_out: float = Field(1.0, gt=0, le=1e6)
-    output: float = Field(1.0, gt=0, le=1e6)
-    vector: float = Field(1.0, gt=0, le=1e6)
+    embedding: float = Field(1.0, gt=0, le=MAX_FACTOR)
+    hidden: float = Field(1.0, gt=0, le=MAX_FACTOR)
+    hidden_out: float = Field(1.0, gt=0, le=MAX_FACTOR)
+    output: float = Field(1.0, gt=0, le=MAX_FACTOR)
+    vector: float = Field(1.0, gt=0, le=MAX_FACTOR)
 
 
 class ScalingConfig(Section):
@@ -86,10 +88,10 @@ class ScalingConfig(Section):
     depth_alpha: Optional[float] = Field(
         None, ge=0.5, le=1, description="depth_mup only: CompleteP's alpha, branch multiplier lambda^-alpha, "
         "in-branch LR lambda^(alpha-1); default 1")
-    alpha_in: float = Field(1.0, gt=0, description="embedding output multiplier")
-    alpha_out: float = Field(1.0, gt=0, description="logit multiplier (divided by m under mup)")
+    alpha_in: float = Field(1.0, gt=0, le=MAX_FACTOR, description="embedding output multiplier")
+    alpha_out: float = Field(1.0, gt=0, le=MAX_FACTOR, description="logit multiplier (divided by m under mup)")
     alpha_attn: Optional[float] = Field(
-        None, gt=0, description="attention scale numerator; default sqrt(base.d_head)")
+        None, gt=0, le=MAX_FACTOR, description="attention scale numerator; default sqrt(base.d_head)")
     readout_zero_init: bool = Field(False, description="zero-init the (untied) output head")
     zero_init_query: bool = Field(False, description="zero-init the query projection")
     lr_mult: RoleFactors = Field(RoleFactors(), description="per-role factor on the base LR (Muon matrices: on optimizer.muon.lr)")
@@ -101,11 +103,11 @@ class ScalingConfig(Section):
 class MuonConfig(Section):
     """torch.optim.Muon settings for 2-D hidden matrices (other tensors use AdamW)."""
 
-    lr: float = Field(0.02, gt=0)
+    lr: float = Field(0.02, gt=0, le=MAX_FACTOR)
     momentum: float = Field(0.95, ge=0, lt=1)
     nesterov: bool = True
     ns_steps: int = Field(5, gt=0, le=100)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_FACTOR)
     adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
     distributed: Literal["auto", "layerwise", "replicated"] = Field(
         "auto", description="who runs Newton-Schulz: layerwise = each rank its share of the matrices (results "
@@ -117,11 +119,11 @@ class MuonConfig(Section):
 
 class OptimizerConfig(Section):
     name: Literal[OPTIMIZER_NAMES] = "adamw"  # the registry, mupctl.scaling.optimizers
-    lr: float = Field(3e-3, gt=0, description="eta: base LR (for muon: the AdamW LR of non-matrix tensors)")
+    lr: float = Field(3e-3, gt=0, le=MAX_FACTOR, description="eta: base LR (for muon: the AdamW LR of non-matrix tensors)")
     betas: Tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0, description="epsilon: base Adam eps")
+    eps: float = Field(1e-8, gt=0, le=1, description="epsilon: base Adam eps")
     weight_decay: Optional[float] = Field(
-        None, ge=0, description="base weight decay; default 0.1 for adamw/muon, 0 for adam/sgd")
+        None, ge=0, le=MAX_FACTOR, description="base weight decay; default 0.1 for adamw/muon, 0 for adam/sgd")
     decay_vectors: bool = Field(False, description="apply weight decay to norm gains and biases")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = False
