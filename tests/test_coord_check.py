@@ -22,6 +22,7 @@ import torch
 from mupctl.data.corpus import load_text
 from mupctl.diagnostics.coord_check import DELTA_ROLES, coord_check, fit_slope, summarize, text_batches
 from mupctl.diagnostics.coord_cli import format_summary, run_coord_check
+from mupctl.diagnostics.plots import plot_coord_check
 from mupctl.model import GPT
 from mupctl.optim import build_optimizer
 from mupctl.plan import compile_plan
@@ -187,3 +188,7 @@ def test_run_coord_check_reports_both_verdicts(tmp_path):
     assert lines[0].startswith(f"coord-check {'PASS' if summary['pass'] else 'FAIL'} (|slope| <= 0.3): residual ")
     assert "delta_verdict" in lines[1] and "residual_delta" in lines[1] and "delta_verdict" in lines[2]
     assert (tmp_path / "cc" / "coord_check.png").stat().st_size > 10_000
+    diverged = report | {"rms": report["rms"] | {"logits": [[None] * 3 for _ in report["sizes"]],
+                                                 "residual": [[math.inf] * 3 for _ in report["sizes"]]}}
+    plot_coord_check(diverged, tmp_path / "diverged.png")  # a panel with nothing to log-scale still draws
+    assert (tmp_path / "diverged.png").stat().st_size > 10_000

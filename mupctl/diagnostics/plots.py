@@ -51,11 +51,14 @@ def plot_coord_check(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols + 1, 3.4 * rows), squeeze=False, layout="constrained")
     cmap = plt.get_cmap("viridis")
     for ax, role in zip(axes.flat, roles):
-        for t in range(steps + 1):
-            ax.plot(sizes, _positive([series[t] for series in report["rms"][role]]), marker="o", ms=3,
-                    color=cmap(t / max(steps, 1)), label=f"t={t}")
+        lines = [_positive([series[t] for series in report["rms"][role]]) for t in range(steps + 1)]
+        for t, line in enumerate(lines):
+            ax.plot(sizes, line, marker="o", ms=3, color=cmap(t / max(steps, 1)), label=f"t={t}")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if any(math.isfinite(v) for line in lines for v in line):
+            ax.set_yscale("log")
+        else:  # every run diverged (∞, NaN) or the role is 0: a log axis would have nothing to scale to
+            ax.text(0.5, 0.5, "no finite positive value", ha="center", va="center", transform=ax.transAxes)
         judged = ("" if role in summary["judged_roles"] else " (Δ verdict)" if role in delta["judged_roles"]
                   else " (not judged)")
         ax.set_title(f"{role}{judged}\nslope at t={steps}: {_slope_text(report['slopes'][role][steps])}",
