@@ -378,8 +378,10 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML"), set_: List[str
     w, d = _sizes(widths, depths)
     out, emit_recipe = given_path(out, "--out"), given_file(emit_recipe, "--emit-recipe")
     if emit_recipe:
+        from mupctl.diagnostics.sweep import swept_key
         from mupctl.recipe import load_recipe
-        check_target(emit_recipe, force, target, "--emit-recipe", proxy=load_recipe(recipe, set_))
+        proxy = load_recipe(recipe, set_)
+        check_target(emit_recipe, force, target, "--emit-recipe", proxy=proxy, tuned=(swept_key(proxy, lr_key),))
     elif target:
         raise UserError("applies to the emitted recipe; add --emit-recipe PATH", "--target")
     report = run_sweep(recipe, set_, w, d, parse_list(lrs, float, "--lrs"), steps, seeds, out, parallel=parallel,

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, invoke, run_cli
 from mupctl.diagnostics.coord_cli import format_summary, parse_list, run_coord_check
 from mupctl.diagnostics.cells import cell_losses, data_passes
 from mupctl.diagnostics.sweep import run_sweep, write_report
@@ -332,8 +332,9 @@ def test_sweep_cli_rerun_skips_every_cell_and_prints_shift_and_cost(recipe, swee
 
 def test_sweep_checks_the_target_values_before_any_cell_runs(recipe, tmp_path):
     for bad, needle in (("model.d_model=-5", "model.d_model: must be > 0"), ("optimzer.lr=1", "optimzer"),
-                        ("model.d_model=40", "--target: width 40 must be a multiple")):
-        res = run_cli("sweep", recipe, "--widths", "32,64", "--lrs", "1e-3,3e-3", "--steps", "2", "--out",
+                        ("model.d_model=40", "--target: width 40 must be a multiple"),
+                        ("optimizer.lr=1", "--target: sets optimizer.lr, the value this command tunes")):
+        res = invoke("sweep", recipe, "--widths", "32,64", "--lrs", "1e-3,3e-3", "--steps", "2", "--out",
                       tmp_path / "sw", "--emit-recipe", tmp_path / "big.yaml", "--target", bad)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "sw").exists() and not (tmp_path / "big.yaml").exists()
@@ -417,6 +418,8 @@ def test_emit_recipe_plans_with_the_sweep_base_and_the_measured_lr(sweep, tmp_pa
     assert regret_line.startswith(f"# regret vs none at width 64: {report['regret']['by_size'][-1]['regret']:+.4f}")
     with pytest.raises(UserError, match="^--out: .* exists"):
         emit_recipe(out, [], target)
+    with pytest.raises(UserError, match="^--target: sets optimizer.lr, the value this command tunes"):
+        emit_recipe(out, ["optimizer.lr=1"], target, force=True)  # the file would contradict the measured LR
     assert emit_recipe(out, [], target, force=True)["path"] == str(target)
 
 
@@ -517,13 +520,16 @@ def test_tune_base_tunes_each_key_at_the_base_shape_in_turn_and_emits_the_target
                       seeds=1, rounds=1, points=3, work_dir=work, out_path=target, targets=[], force=True)
     assert again["tuned"] == summary["tuned"]  # every cell was already there
     assert load_recipe(target).model.d_model == 64  # no --target: the recipe's own shape, tuned
-    for keys, points, message in ((["train.seed"], 3, "--keys: train.seed must be a positive real-valued"),
-                                  (["optimizer.lr", "optimizer.lr"], 3, "--keys: give each key once"),
-                                  (["optimizer.lr"], 4, "--points: must be odd")):
+    for sets, keys, points, targets, message in (
+            ([], ["train.seed"], 3, [], "--keys: train.seed must be a positive real-valued"),
+            ([], ["optimizer.lr", "optimizer.lr"], 3, [], "--keys: give each key once"),
+            ([], ["optimizer.lr"], 4, [], "--points: must be odd"),
+            ([], ["optimizer.lr"], 3, ["optimizer.lr=1"], "--target: sets optimizer.lr"),
+            (["scaling.alpha_out=1e6"], ["scaling.alpha_out"], 3, [], "scaling.alpha_out: its grid reaches 2e")):
         with pytest.raises(UserError, match=message):
-            tune_base(recipe, [], keys, steps=4, seeds=1, rounds=1, points=points, work_dir=tmp_path / "w2",
-                      out_path=tmp_path / "t2.yaml", targets=[])
-    assert not (tmp_path / "t2.yaml").exists()
+            tune_base(recipe, sets, keys, steps=4, seeds=1, rounds=1, points=points, work_dir=tmp_path / "w2",
+                      out_path=tmp_path / "t2.yaml", targets=targets)
+    assert not (tmp_path / "t2.yaml").exists() and not (tmp_path / "w2").exists()
 
 
 def test_sweep_report_and_plot_with_nothing_finished_at_the_base(sweep, tmp_path):

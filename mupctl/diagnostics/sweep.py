@@ -34,6 +34,7 @@ from mupctl.launch.preflight import preflight
 from mupctl.paths import check_dir
 from mupctl.recipe import load_recipe
 from mupctl.recipe.load import get_dotted
+from mupctl.recipe.schema import MAX_FACTOR
 from mupctl.scaling.compiler import depth_alpha, resolved_base
 
 BASELINES = ("none", "mup")
@@ -56,8 +57,8 @@ class SweepSpec:
 
 def check_request(lrs: list[float], steps: int, seeds: int, parallel: int | None, lr_key: str | None,
                   flag: str = "--lrs") -> None:
-    if len(lrs) < 2 or any(not 0 < lr <= 1e6 for lr in lrs) or len(set(lrs)) < len(lrs):
-        raise UserError(f"needs at least two distinct LRs in (0, 1e6], got {lrs}", flag)
+    if len(lrs) < 2 or any(not 0 < lr <= MAX_FACTOR for lr in lrs) or len(set(lrs)) < len(lrs):
+        raise UserError(f"needs at least two distinct LRs in (0, {MAX_FACTOR:g}], got {lrs}", flag)
     for value, name in ((steps, "--steps"), (seeds, "--seeds")):
         if value <= 0:
             raise UserError(f"must be > 0, got {value}", name)
@@ -93,11 +94,16 @@ def check_swept_key(recipe_path, overrides: list[str], key: str) -> None:
                         "optimizer.muon.lr or another float such as optimizer.eps", "--lr-key")
 
 
+def swept_key(proxy, lr_key: str | None) -> str:
+    """--lr-key, else the LR of the hidden matrices: optimizer.muon.lr for muon, optimizer.lr otherwise."""
+    return lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
+
+
 def prepare(spec: SweepSpec, launch: bool = True) -> dict:
     """Validate one sweep and plan its cells (nothing runs or is written); `launch`: also the checks
     that need the machine and the data (`preflight`)."""
     proxy = load_recipe(spec.recipe_path, spec.overrides)
-    lr_key = spec.lr_key or ("optimizer.muon.lr" if proxy.optimizer.name == "muon" else "optimizer.lr")
+    lr_key = swept_key(proxy, spec.lr_key)
     check_swept_key(spec.recipe_path, spec.overrides, lr_key)
     cells, first = plan_cells(spec.recipe_path, spec.overrides, proxy, spec.axis, spec.sizes, spec.lrs,
                               spec.seeds, spec.steps, lr_key, spec.out)

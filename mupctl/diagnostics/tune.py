@@ -26,7 +26,7 @@ from mupctl.errors import UserError
 from mupctl.paths import atomic_write, check_file
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe, recipe_to_yaml
-from mupctl.recipe.load import apply_overrides
+from mupctl.recipe.load import apply_overrides, get_dotted
 from mupctl.scaling.compiler import resolved_base
 from mupctl.scaling.sizes import base_overrides, size_overrides
 
@@ -63,14 +63,19 @@ def read_sweep(sweep) -> dict:
     return report
 
 
-def check_target(out_path, force: bool, targets: list[str], field: str, proxy=None) -> Path:
-    """Before any work: the target recipe can be written at out_path and the --target overrides parse;
-    with the sweep's `proxy` recipe (a sweep about to run), the target it would emit also validates
-    and plans (with the proxy's own LR standing in for the measured one)."""
+def check_target(out_path, force: bool, targets: list[str], field: str, proxy=None, tuned: tuple = ()) -> Path:
+    """Before any work: the target recipe can be written at out_path, the --target overrides parse and
+    set none of the `tuned` keys (the values the command measures and writes itself); with the sweep's
+    `proxy` recipe (a sweep about to run), the target it would emit also validates and plans (with the
+    proxy's own LR standing in for the measured one)."""
     out = check_file(Path(out_path), field)
     if out.exists() and not force:
         raise UserError(f"{out} exists; pick another path or pass --force to overwrite it", field)
-    parse_targets(targets)
+    parsed = parse_targets(targets)
+    for key in tuned:
+        if get_dotted(parsed, key) is not None:
+            raise UserError(f"sets {key}, the value this command tunes and writes itself; drop it from --target",
+                            "--target")
     if proxy is not None:
         build_plan(target_recipe(proxy.model_dump(mode="json"), resolved_base(proxy), targets))
     return out
@@ -181,8 +186,8 @@ def emit_recipe(sweep, target_overrides: list[str], out_path, force: bool = Fals
     never overwrite an existing file unless `force`. Returns {"path", "lr_key", "lr", "reference_size",
     "axis", "base", "shift_octaves", "at_edge", "warnings", "regret"} (regret: the sweep's `regret`
     against its baseline twin, None for a sweep without --baseline; also written into the header)."""
-    out = check_target(out_path, force, target_overrides, field)
     report = read_sweep(sweep)
+    out = check_target(out_path, force, target_overrides, field, tuned=(report["lr_key"],))
     try:  # a sweep.json edited by hand or written by something else fails here, as bad input
         ref = next(c for c in report["curves"] if c["size"] == report["reference_size"])
         opt = ref["optimum"]

@@ -30,6 +30,7 @@ from mupctl.paths import atomic_write, check_dir
 from mupctl.plan import build_plan
 from mupctl.recipe import load_recipe
 from mupctl.recipe.load import get_dotted
+from mupctl.recipe.schema import MAX_FACTOR
 from mupctl.scaling.compiler import base_init_std, resolved_base
 from mupctl.scaling.sizes import pinned_base, size_overrides
 
@@ -73,6 +74,9 @@ def tune_key(recipe_path, overrides: list[str], key: str, values: list[float], w
     """One key's sweep at the base width, extended past an edge optimum up to MAX_EXTENSIONS times."""
     width = load_recipe(recipe_path, overrides).model.d_model
     for _ in range(MAX_EXTENSIONS + 1):
+        if max(values) > MAX_FACTOR:  # the sweep would blame its --lrs, which tune-base has not
+            raise UserError(f"its grid reaches {max(values):.3g}, past the largest value swept ({MAX_FACTOR:g}); start "
+                            "from a smaller value", key)
         report = run_sweep(recipe_path, overrides, [width], None, values, steps, seeds, work / label,
                            parallel=parallel, gpus=gpus, lr_key=key)
         opt = report["curves"][0]["optimum"]
@@ -104,7 +108,7 @@ def tune_base(recipe_path, overrides: list[str], keys: list[str], steps: int, se
     build_plan(recipe)
     at_base = list(overrides) + base_shape_overrides(recipe)
     current = {k: start_value(recipe, k) for k in keys}
-    out = check_target(out_path, force, targets, "--out", proxy=recipe)
+    out = check_target(out_path, force, targets, "--out", proxy=recipe, tuned=tuple(keys))
     work = check_dir(Path(work_dir), "--work").resolve()
     history = []
     for r in range(1, rounds + 1):
