@@ -35,7 +35,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -48,7 +47,7 @@ from torch.distributed.checkpoint.api import CheckpointException  # a BaseExcept
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from mupctl import faults
-from mupctl.errors import RunFailure
+from mupctl.errors import RunFailure, warn
 from mupctl.paths import atomic_write, fsync_dir
 
 try:
@@ -182,8 +181,7 @@ def file_problem(path: Path) -> str | None:
 
 def fallback_warning(name: str, problem: str, older: list[str]) -> None:
     """The one-line warning of a loader that skips unreadable checkpoint `name` for the next of `older`."""
-    print(f"warning: checkpoint {name} is unreadable ({problem}); falling back to {older[0] if older else 'none left'}",
-          file=sys.stderr)
+    warn([f"checkpoint {name} is unreadable ({problem}); falling back to {older[0] if older else 'none left'}"])
 
 
 def readable_steps(ckpt_dir: Path) -> tuple[list[int], list[str]]:
@@ -256,7 +254,7 @@ class Checkpointer:
             self._pending = (fut, step, tmp, meta)
         else:
             if self.async_save and not self._said_sync and _rank() == 0:
-                print("note: async checkpointing needs CUDA; saving synchronously", file=sys.stderr)
+                warn(["checkpoint.async_save needs CUDA; saving synchronously"])  # the launcher shows warnings
                 self._said_sync = True
             with _quiet():
                 dcp.save(state, checkpoint_id=str(tmp), no_dist=not _dist())
@@ -356,8 +354,8 @@ class Checkpointer:
                 if rng is not None:
                     _set_rng_state(rng)
                 elif _rank() == 0:
-                    print(f"warning: checkpoint {name} was saved with world size {meta.get('world_size')}, "
-                          f"now {_world()}; RNG states not restored", file=sys.stderr)
+                    warn([f"checkpoint {name} was saved with world size {meta.get('world_size')}, now {_world()}; "
+                          "RNG states not restored"])
                 return meta
             if _rank() == 0:
                 fallback_warning(name, error, candidates[i + 1:])
