@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT, run_cli
+from mupctl.recipe import load_recipe
 
 
 def write(tmp_path, text, name="r.yaml"):
@@ -225,6 +226,9 @@ def test_init_checks_name_and_path_before_writing(cli, tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
     res = cli("init", "ok", "-t", "tiny", "--out", tmp_path / "new" / "ok.yaml")
     assert res.returncode == 0 and (tmp_path / "new" / "ok.yaml").is_file()
+    assert cli("init", "named.yml", "-t", "tiny", cwd=tmp_path).returncode == 0  # the file, not named.yml.yaml
+    assert load_recipe(tmp_path / "named.yml").name == "named" and not (tmp_path / "named.yml.yaml").exists()
+    assert_one_line_error(cli("validate", tmp_path), str(tmp_path), "is a directory")
 
 
 def test_the_mupctl_process_behaves_as_in_process(tmp_path):

@@ -537,6 +537,9 @@ def test_sweep_report_and_plot_with_nothing_finished_at_the_base(sweep, tmp_path
     _, report = sweep
     cut = copy.deepcopy(report)
     cut["curves"][0]["val_loss"] = [None] * len(cut["lrs"])
+    cut["curves"][0]["optimum"] = fit_optimum(cut["lrs"], [math.inf] * len(cut["lrs"]))
+    assert caveats(cut)[0].startswith(f"no cell finished without diverging at width {cut['sizes'][0]}: there is no "
+                                      "optimum there; lower --lrs")
     for row in cut["regret"]["by_size"]:
         row |= {"at_reference": None, "regret": None, "regret_own": None, "seed_regret": [None], "seed_regret_own": [None]}
     cut["regret"]["reference_lr"] = None

@@ -111,6 +111,10 @@ def caveats(report: dict) -> list[str]:
     if report["scaling_recipe"] == "none":
         out.append("scaling.recipe is none: SP hyperparameters do not transfer across sizes; the LR is only "
                    "the optimum at the reference size")
+    empty = [str(c["size"]) for c in report["curves"] if c["optimum"]["lr"] is None]
+    if empty:
+        out.append(f"no cell finished without diverging at {report['axis']} {', '.join(empty)}: there is no optimum "
+                   "there; lower --lrs (or read the failed cells' train.log) and rerun the sweep")
     edges = [f"{report['axis']} {c['size']} ({c['optimum']['lr']:g})" for c in report["curves"]
              if c["optimum"]["at_edge"]]
     if edges:

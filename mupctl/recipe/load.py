@@ -77,7 +77,8 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as exc:  # e.g. a name too long
         raise UserError(f"{exc.strerror or exc}; give a path to a YAML recipe", str(p)) from None
     if not found:
-        raise UserError("no such recipe file (give a path to a YAML recipe, or see `mupctl init`)", str(p))
+        what = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() else "no such recipe file"
+        raise UserError(f"{what} (give a path to a YAML recipe, or see `mupctl init`)", str(p))
     try:
         data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as exc:

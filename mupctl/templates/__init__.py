@@ -22,9 +22,13 @@ def template_text(template: str) -> str:
 
 
 def write_template(name: str, template: str, out: Path | None = None, force: bool = False):
-    """Validate the filled-in template, then write it (never over an existing file unless forced);
-    (the path, the recipe's `Plan`)."""
+    """Validate the filled-in template, then write it to `out`, default NAME.yaml (never over an existing
+    file unless forced); a NAME that ends in .yaml or .yml is the file, its stem the recipe's name.
+    Returns (the path, the recipe's `Plan`)."""
     import yaml
+
+    if name.endswith((".yaml", ".yml")) and out is None:
+        out, name = Path(name), name.rsplit(".", 1)[0]
 
     from mupctl.plan import compile_plan
     from mupctl.recipe import load_recipe
