@@ -86,7 +86,7 @@ def test_parse_list_and_bad_input_name_the_flag(recipe, tmp_path):
         run_sweep(recipe, [], [32, 64], None, [1.0, 2.0], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key="train.seed")
     with pytest.raises(UserError, match="--lr-key: is empty"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, 2e-3], steps=2, seeds=1, out_dir=tmp_path / "sw", lr_key=" ")
-    with pytest.raises(UserError, match=r"--lrs: needs at least two distinct LRs in \(0, 1e6\]"):
+    with pytest.raises(UserError, match=r"--lrs: needs at least two distinct LRs in \(0, 1e\+06\]"):
         run_sweep(recipe, [], [32, 64], None, [1e-3, -1.0], steps=2, seeds=1, out_dir=tmp_path / "sw")
     assert not (tmp_path / "cc").exists() and not (tmp_path / "sw").exists()
 
