@@ -30,6 +30,7 @@ falls back, with a one-line warning, past any that misses files or that DCP fail
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -318,7 +319,10 @@ class Checkpointer:
     def load_latest(self, model, optimizers: list, weights: bool = True) -> dict | None:
         """Collective. Loads the newest valid checkpoint into model/optimizers (in place), restores
         this rank's RNG states, returns its meta dict (with "step"), or None when there is none
-        (fresh run). Raises ``RunFailure`` when checkpoints exist but none is readable.
+        (fresh run). Raises ``RunFailure`` when checkpoints exist but none is readable. The optimizers'
+        state (moments, momentum buffers) comes from the checkpoint, their param-group hyperparameters
+        (lr, peak_lr, eps, weight decay, betas, fused, …) stay as built: a forced resume with a new LR
+        trains at it, and with the same plan they are the same values.
         ``weights=False`` restores only RNG and meta (a forced resume onto new tensor shapes)."""
         self.wait()
         _barrier()
@@ -342,6 +346,7 @@ class Checkpointer:
             if error is None and weights:  # Phase 2 (collective): DCP reports any rank's failure on all ranks
                 try:
                     msd, osd = get_state_dict(model, optimizers, options=_OPTIONS)
+                    plan_groups = copy.deepcopy({k: v for k, v in osd.items() if k.startswith("param_groups.")})
                     with _quiet():
                         dcp.load({"model": msd, "optim": osd}, checkpoint_id=str(path), no_dist=not _dist())
                 except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException
@@ -349,6 +354,7 @@ class Checkpointer:
                 error = _first_error(error)
             if error is None:
                 if weights:
+                    osd.update(plan_groups)  # the plan's hyperparameters (docstring)
                     set_state_dict(model, optimizers, model_state_dict=msd, optim_state_dict=osd,
                                    options=_OPTIONS)
                 if rng is not None:

@@ -391,7 +391,8 @@ def test_resume_refuses_a_damaged_run_dir_before_writing(finished):
 def test_hand_edits_of_recipe_yaml_resume_or_need_force(references, finished):
     """recipe.yaml edited by hand in a field that keeps exactness (train.steps) counts as --set: the
     resume runs to the new step count and plan.json follows, recipe.yaml (no --set) stays as written.
-    An edit that breaks exactness (train.seed) is refused (above) unless --force accepts it."""
+    An edit that breaks exactness (train.seed) is refused (above) unless --force accepts it, and a forced
+    new LR is the one the resumed steps train at (the checkpoint's param groups do not override the plan)."""
     run = finished
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"steps": STEPS + 2}})
@@ -409,10 +410,13 @@ def test_hand_edits_of_recipe_yaml_resume_or_need_force(references, finished):
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe | {"train": recipe["train"] | {"seed": 7}}))
     assert invoke("resume", run).returncode == 2
-    res = invoke("resume", run, "--force", "--set", f"train.steps={STEPS + 3}")  # a finished run: only if extended
+    res = invoke("resume", run, "--force", "--set", f"train.steps={STEPS + 3}",  # a finished run: only if extended
+                 "--set", "optimizer.lr=1e-4", "--set", "schedule.name=constant")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resume changes train.seed: 0 -> 7" in res.stdout
     assert json.loads((run / "plan.json").read_text())["train"]["seed"] == 7
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if r["step"] == STEPS + 3 and "lr" in r] == [1e-4]  # the new LR, not the saved one
 
 
 def test_resume_refuses_a_run_dir_in_use(finished):
