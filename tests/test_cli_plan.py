@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,10 @@ def test_plan_json_has_contract_fields(cli):
                 "hash", "summary", "model", "train", "schedule", "data", "checkpoint", "logging", "command"):
         assert key in plan
     assert "argv" not in plan["launch"] and "resume_fields" not in plan  # the argv is the launcher's: "command"
-    assert plan["train"]["global_batch"] == 128 and plan["data"] == {"source": "bin", "path": "data/owt",
-                                                                       "val_fraction": 0.05}
+    assert plan["train"]["global_batch"] == 128 and plan["data"] == {"source": "bin", "val_fraction": 0.05,
+                                                                       "path": str(Path.cwd() / "data/owt")}
+    other = cli("plan", str(Path("recipes/gpt2-124m-mup.yaml").resolve()), "--json", cwd=Path("recipes"))
+    assert json.loads(other.stdout)["data"]["path"] == str(Path.cwd() / "recipes/data/owt")  # from where it runs
     assert plan["checkpoint"]["interval"] == 500 and plan["launch"]["world_size"] == 8
     assert set(plan["multipliers"]) == {"embedding", "output_logits", "attention_scale", "residual_branch"}
     for role in plan["roles"].values():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 from typing import Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -164,8 +165,15 @@ class TrainConfig(Section):
 
 class DataConfig(Section):
     source: Literal["embedded", "bin", "synthetic"] = "embedded"
-    path: Optional[str] = Field(None, description="directory of train/val .bin shards (source: bin)")
+    path: Optional[str] = Field(None, min_length=1, description="directory of train/val .bin shards (source: bin); "
+                                "a relative path is taken from the current directory and stored absolute")
     val_fraction: float = Field(0.05, gt=0, lt=0.5, description="embedded corpus held out for validation")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v):
+        """Absolute from here on, so that the run's plan finds its data from any directory (resume, eval, export)."""
+        return None if v is None else str(Path(v).expanduser().absolute())
 
 
 class LaunchConfig(Section):
