@@ -367,6 +367,7 @@ def test_workers_give_byte_identical_shards(tmp_path, hf_tokenizer, monkeypatch)
     ('{"text": "a"}\n\n[1, 2]\n', "x.jsonl", "INPUT", "x.jsonl:3: a JSON list, not an object"),
     ('{"text": "a"}\n{"body": "b"}\n', "x.jsonl", "--text-field", "x.jsonl:2: the record has no field 'text'"),
     ('{"text": null}\n', "x.jsonl", "--text-field", "x.jsonl:1: the record has NoneType in field 'text'"),
+    ('{"text": "a"}\n{"text": "b\\ud800"}\n', "x.jsonl", "INPUT", "x.jsonl:2: field 'text' holds a lone surrogate"),
     ("not gzip", "x.jsonl.gz", "INPUT", "x.jsonl.gz is not a valid gzip file"),
     ("text", "x.txt.gz", "INPUT", "only .jsonl.gz is read"),
 ])

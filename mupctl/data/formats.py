@@ -201,4 +201,9 @@ def _record_text(line: bytes, text_field: str, where: str) -> str:
         what = "has no field" if text_field not in record else f"has {type(text).__name__} in field"
         raise InputError("--text-field", f"{where}: the record {what} {text_field!r}, not a string "
                                          f"(fields: {', '.join(list(record)[:20])})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer takes
+        raise InputError("INPUT", f"{where}: field {text_field!r} holds a lone surrogate {text[err.start]!r} at "
+                                  f"character {err.start}, not Unicode text; fix the record") from None
     return text
