@@ -190,8 +190,11 @@ def validate(recipe: Optional[Path] = RecipeArg, set_: List[str] = SetOpt, use_m
 @app.command()
 def schema():
     """Print the JSON Schema of the recipe (for agents and editors)."""
+    from mupctl.recipe.load import legacy_schema
     from mupctl.recipe.schema import Recipe
-    emit_json(Recipe.model_json_schema())
+    schema = Recipe.model_json_schema()
+    schema["properties"] |= legacy_schema()
+    emit_json(schema)
 
 
 @app.command()

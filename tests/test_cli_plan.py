@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, run_cli
 from mupctl.recipe import load_recipe
@@ -206,6 +207,9 @@ def test_schema_is_json_schema(cli):
     res = cli("schema")
     schema = json.loads(res.stdout)
     assert "properties" in schema and "scaling" in schema["properties"]
+    legacy = yaml.safe_load((ROOT / "recipes" / "legacy-use-mup.yaml").read_text())  # accepted, so in the schema
+    assert schema["additionalProperties"] is False and set(legacy) <= set(schema["properties"])
+    assert schema["properties"]["use_mup"]["deprecated"] is True
 
 
 @pytest.mark.parametrize("template", ["tiny", "none", "mup", "depth_mup", "muon"])

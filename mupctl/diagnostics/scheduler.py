@@ -112,8 +112,9 @@ def run_jobs(jobs: list[dict], parallel: int, groups: list[list[str]]) -> None:
             time.sleep(POLL_S)
     except Stopped as stopped:
         raise RunFailure(f"stopped by {signal.Signals(stopped.args[0]).name}: the {len(running)} running cell(s) stop "
-                         "at their next step and save a checkpoint; rerun the same command to continue (finished "
-                         "cells are kept)") from None
+                         "at their next step, with a checkpoint where checkpoint.interval > 0 (a sweep's cells have "
+                         "none unless --set gives one: those start over); rerun the same command to continue "
+                         "(finished cells are kept)") from None
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

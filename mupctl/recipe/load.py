@@ -38,6 +38,14 @@ LEGACY_KEYS = {
 }
 
 
+def legacy_schema() -> dict:
+    """JSON Schema properties of the deprecated keys `apply_legacy` still reads, so that `mupctl schema`
+    accepts what the loader accepts."""
+    out = {"use_mup": {"type": "boolean", "deprecated": True,
+                       "description": "deprecated: write scaling.recipe: mup (true) or none (false)"}}
+    return out | {k: {"deprecated": True, "description": f"deprecated: write {v}"} for k, v in LEGACY_KEYS.items()}
+
+
 def deprecation(message: str) -> None:
     """A legacy input was translated: say so on stderr (stdout stays clean for --json)."""
     print(f"DeprecationWarning: {message}", file=sys.stderr)
