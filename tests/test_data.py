@@ -276,8 +276,18 @@ def test_bin_user_errors(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 256}))
     user_error("data.path", open_data, cfg("bin", str(tmp_path)), vocab_size=256, seq_len=8, seed=0)
     np.zeros(100, "<u2").tofile(tmp_path / "train.bin")
+    (tmp_path / "val.bin").mkdir()
+    assert user_error("data.path", open_data, cfg("bin", str(tmp_path)), vocab_size=256, seq_len=8,
+                      seed=0).endswith("val.bin is not a file")
+    (tmp_path / "val.bin").rmdir()
     (tmp_path / "val.bin").write_bytes(b"")
     user_error("model.seq_len", open_data, cfg("bin", str(tmp_path)), vocab_size=256, seq_len=8, seed=0)
+    (tmp_path / "val.bin").write_bytes(bytes(41))  # half a uint16 short: a torn copy
+    assert "val.bin is 41 bytes of uint16: truncated" in user_error("data.path", open_data, cfg("bin", str(tmp_path)),
+                                                                    vocab_size=256, seq_len=8, seed=0)
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint16", "vocab_size": 256, "train_tokens": 99}))
+    assert "train.bin is 200 bytes of uint16, meta.json says 99 tokens" in \
+        user_error("data.path", open_data, cfg("bin", str(tmp_path)), vocab_size=256, seq_len=8, seed=0)
     user_error("data.source", open_data, cfg("s3"), vocab_size=256, seq_len=8, seed=0)
 
 

@@ -153,8 +153,13 @@ def _bin(path: str | None, vocab_size: int) -> dict[str, np.ndarray]:
     for name in SPLITS:
         f = root / f"{name}.bin"
         if not f.is_file():
-            raise UserError(f"{f} not found", "data.path")
-        n = f.stat().st_size // DTYPES[dtype].itemsize
+            raise UserError(f"{f} {'is not a file' if f.exists() else 'not found'}", "data.path")
+        size, recorded = f.stat().st_size, meta.get(f"{name}_tokens")
+        n = size // DTYPES[dtype].itemsize
+        if size % DTYPES[dtype].itemsize or (type(recorded) is int and recorded != n):
+            said = "" if type(recorded) is not int else f", meta.json says {recorded:,} tokens"
+            raise UserError(f"{f} is {size:,} bytes of {dtype}{said}: truncated, or not from the same `mupctl data "
+                            "prepare` as meta.json; prepare the data again", "data.path")
         # np.memmap refuses empty files; an empty split fails the seq_len check in open_data.
         splits[name] = np.memmap(f, DTYPES[dtype], mode="r", shape=(n,)) if n else np.empty(0, DTYPES[dtype])
         top = int(splits[name][:ID_CHECK_TOKENS].max()) if n else 0
