@@ -5,6 +5,8 @@ tests set (tests/test_resume.py). Unset, every hook is a no-op.
   after step N, once that step's bookkeeping (log, checkpoint) is done: a worker crash.
 - `MUPCTL_FAULT_BEFORE_COMMIT=N`: the rank that commits SIGKILLs itself inside the save of
   step N, after every file is written and before the commit rename.
+- `MUPCTL_FAULT_LATE_SIGNAL=INT|TERM`: the launcher sends itself that signal after torchrun has
+  exited and before the end is recorded (a Ctrl-C that comes as the run finishes).
 """
 
 from __future__ import annotations
@@ -25,3 +27,9 @@ def after_step(step: int, rank: int, restart: int) -> None:
 
 def before_commit(step: int) -> None:
     _kill_if("MUPCTL_FAULT_BEFORE_COMMIT", step)
+
+
+def after_workers() -> None:
+    name = os.environ.get("MUPCTL_FAULT_LATE_SIGNAL")
+    if name:
+        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))

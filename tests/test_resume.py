@@ -526,6 +526,20 @@ def test_a_child_dies_with_its_killed_parent():
     assert not alive(child), "the child of a SIGKILLed launcher lives on"
 
 
+def test_the_launcher_notes_stop_signals_and_passes_them_on_once_it_has_a_child():
+    """`Stops`: inside it a SIGINT or SIGTERM does not stop this process; one that came before torchrun
+    existed reaches it as SIGTERM on `attach`, later ones as they come; after the child's exit, nothing."""
+    from mupctl.launch.supervise import Stops
+    with Stops() as stops:
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt
+        child = subprocess.Popen(["sleep", "60"])
+        stops.attach(child)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)  # the child is gone: only noted
+    assert stops.received == [signal.SIGINT, signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the old handlers are back
+
+
 def test_a_worker_treats_a_zombie_launcher_as_dead():
     """A SIGKILLed launcher stays a zombie until its parent reaps it, and a parent that reads the run's
     output reaps it only after every writer of the pipe, the workers included, has exited: a worker

@@ -22,9 +22,10 @@ SMALL = ["--set", "model.seq_len=64", "--set", "train.global_batch=8", "--set", 
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
-    """A finished 8-step run (checkpoints at 4 and 8) and its `train --json` result."""
+    """A finished 8-step run (checkpoints at 4 and 8) and its `train --json` result. Its launcher gets a
+    SIGINT after torchrun has exited (faults.after_workers): that must change nothing (test below)."""
     run = tmp_path_factory.mktemp("status") / "run"
-    res = run_cli("train", "--run-dir", run, *SMALL, "--json")
+    res = run_cli("train", "--run-dir", run, *SMALL, "--json", env={"MUPCTL_FAULT_LATE_SIGNAL": "INT"})
     assert res.returncode == 0, res.stdout + res.stderr
     return run, res
 
@@ -41,6 +42,8 @@ def status(run_dir):
 
 
 def test_train_json_is_one_object_and_status_reads_the_same_run(done):
+    """Also: the SIGINT that reached the launcher after the workers finished (the fixture) neither stops
+    it nor keeps it from recording the end: exit 0, `finished`, an `end` row."""
     run, res = done
     result = json.loads(res.stdout)  # one object: anything else on stdout would not parse
     assert res.stderr == ""

@@ -3,7 +3,9 @@
 torchrun runs in its own session and dies with the launcher (launch.child); the launcher passes each
 SIGINT and SIGTERM it receives on to it exactly once, as SIGTERM (torchrun treats both alike, and a
 SIGINT in torchrun's own startup prints a traceback): a Ctrl-C, a `kill -INT` of the launcher and a
-signal to its process group take the same path. torchrun's stdout (the workers' lines) is shown by
+signal to its process group take the same path. From the launch's `running` state until its end is
+recorded, such a signal never stops the launcher itself (`Stops`): one that comes after torchrun has
+exited is only noted, so the end is always written. torchrun's stdout (the workers' lines) is shown by
 `display.Display`; its stderr (its own logs and tracebacks, the workers' stderr) goes to train.log.
 """
 
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mupctl import faults
 from mupctl.errors import one_line
 from mupctl.launch.child import STOP_SIGNALS, spawn
 from mupctl.launch.command import torchrun_argv
@@ -52,51 +55,68 @@ def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner
                      pid=base["pid"], host=base["host"])
     display.start()
     start = time.monotonic()
-    try:
-        display.note(f"mupctl: launching {shlex.join(argv)}")
-        seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
-        with heartbeat(run_dir, base):
-            rc, received = supervise(argv, display)
-        end = judge(run_dir, plan, rc, received, read_jsonl(run_dir / "events.jsonl")[seen:], display)
-    except KeyboardInterrupt:  # a Ctrl-C before the launcher's own handler was in place
-        end = End(STOPPED, logged_step(run_dir), 130, "stopped by SIGINT before the workers started")
-        raise
-    except BaseException as exc:
-        end = End(CRASHED, logged_step(run_dir), 1, one_line(f"the launcher failed: {type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        display.close()
-        ckpt = newest_checkpoint(run_dir)  # one scan for both the recorded end and the status returned
-        if owner:
-            record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason, ckpt)
+    with Stops() as stops:
+        try:
+            display.note(f"mupctl: launching {shlex.join(argv)}")
+            seen = len(read_jsonl(run_dir / "events.jsonl"))  # events of earlier launches are not this one's
+            with heartbeat(run_dir, base):
+                rc = supervise(argv, display, stops)
+            faults.after_workers()
+            end = judge(run_dir, plan, rc, stops.received, read_jsonl(run_dir / "events.jsonl")[seen:], display)
+        except BaseException as exc:
+            end = End(CRASHED, logged_step(run_dir), 1, one_line(f"the launcher failed: {type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            display.close()
+            ckpt = newest_checkpoint(run_dir)  # one scan for both the recorded end and the status returned
+            if owner:
+                record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason, ckpt)
     return run_status(run_dir, checkpoint=ckpt) | {"seconds": round(time.monotonic() - start, 1),
                                   **({} if owner else {"state": end.state, "reason": end.reason})}
 
 
-def supervise(argv: list[str], display: Display) -> tuple[int, list[int]]:
-    """Start torchrun, pass stop signals on once each, wait; (its exit code, the signals received)."""
+class Stops:
+    """While the `with` block runs, SIGINT and SIGTERM are noted in `received` and passed on to the
+    `child` (torchrun), once each and as SIGTERM, while it runs, instead of stopping this process."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.child: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Stops":
+        self._old = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.received.append(signum)
+        if self.child is not None:
+            self.child.send_signal(signal.SIGTERM)  # a no-op once the child has been reaped
+
+    def attach(self, child: subprocess.Popen) -> None:
+        """Forward to `child` from now on, and at once if a signal came before it existed."""
+        self.child = child
+        if self.received:
+            child.send_signal(signal.SIGTERM)
+
+
+def supervise(argv: list[str], display: Display, stops: Stops) -> int:
+    """Start torchrun under `stops` (which passes stop signals on), wait; its exit code."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", MUPCTL_LAUNCHER_PID=str(os.getpid()))  # worker.die_with_parent
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        proc.send_signal(signal.SIGTERM)
-
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until on_signal can forward them
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until `stops` can forward them
     try:
         proc = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-        old = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+        stops.attach(proc)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     pumps = [pump(proc.stdout, display.worker_line), pump(proc.stderr, display.torchrun_line)]
-    try:
-        rc = proc.wait()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    rc = proc.wait()
     for thread in pumps:  # the pipes close once the workers, which follow torchrun within 0.1 s, are gone too
         thread.join(timeout=10)
-    return rc, received
+    return rc
 
 
 @contextlib.contextmanager
