@@ -47,7 +47,7 @@ def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
     total, interval = plan_fields(run_dir)
     if state["state"] in (STOPPED, CRASHED) and total and trained_to_end(total, interval, ckpt, rows):
         state |= {"state": FINISHED, "reason": f"reached train.steps ({total}); the launcher ended as the workers "
-                  f"finished and recorded: {state.get('reason')}"}
+                  f"finished, before it could record that (it says {state['state']})"}
     steps = [r["step"] for r in rows if type(r.get("step")) is int]
     step = max([s for s in (state.get("step"), *steps) if type(s) is int], default=0)
     last = train[-1] if train else {}
