@@ -32,9 +32,11 @@ class Mupctl(TyperGroup):
             code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except usage_error as err:
             message = err.format_message().rstrip(".")
-            if message:  # empty when a bare command printed its help (no_args_is_help)
-                where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
-                print(f"error: {message}{where}", file=sys.stderr)
+            if type(err).__name__ == "NoArgsIsHelpError":  # a bare `mupctl` or `mupctl data`: its help, as click does
+                print(err.format_message(), file=sys.stderr)
+            elif message:  # empty when click itself printed a bare command's help (click < 8.2)
+                path = err.ctx.command_path if err.ctx else self.command_path(COMMAND_LINE[1:])
+                print(f"error: {message} (see `{path} --help`)", file=sys.stderr)
             sys.exit(err.exit_code)
         except typer.Abort:
             print("aborted", file=sys.stderr)
@@ -49,6 +51,17 @@ class Mupctl(TyperGroup):
             print(f"failed: {one_line(str(err))}", file=sys.stderr)
             sys.exit(EXIT_FAILURE)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def command_path(self, args: list[str]) -> str:
+        """`mupctl plan`, `mupctl data prepare`: the command that `args` name (for errors raised before
+        click made a context for it, e.g. an option missing its value)."""
+        path, group = ["mupctl"], self
+        for arg in args:
+            group = getattr(group, "commands", {}).get(arg)
+            if group is None:
+                break
+            path.append(arg)
+        return " ".join(path)
 
     def invoke(self, ctx):
         try:

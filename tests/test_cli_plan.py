@@ -160,8 +160,15 @@ def test_unreadable_recipe_files_exit_2(cli, tmp_path):
 def test_usage_errors_are_one_line(cli):
     for args, needle in ((("validate", "--bogus"), "--bogus"), (("frobnicate",), "frobnicate"),
                          (("resume",), "RUN_DIR"), (("train", "--nproc-per-node", "abc"), "--nproc-per-node"),
-                         (("validate", "a.yaml", "b.yaml"), "extra argument")):
+                         (("validate", "a.yaml", "b.yaml"), "extra argument"),
+                         (("plan", "--set"), "requires an argument (see `mupctl plan --help`)"),
+                         (("data", "prepare", "--out"), "requires an argument (see `mupctl data prepare --help`)")):
         assert_one_line_error(cli(*args), needle)
+    for bare in ((), ("data",)):  # no command: its help, as click prints it, not an "error:" line
+        res = cli(*bare)
+        usage = res.stderr.splitlines()[0]  # (in process the program is called `root`)
+        assert res.returncode == 2 and usage.startswith("Usage: ") and usage.endswith(" [OPTIONS] COMMAND [ARGS]...")
+        assert "Commands" in res.stderr and "error" not in res.stderr
 
 
 def test_missing_file_and_bad_override(cli, tmp_path):

@@ -171,3 +171,13 @@ def test_state_names_are_documented():
     text = (ROOT / "docs" / "training.md").read_text()
     for state in STATES:
         assert f"| `{state}` |" in text, state
+
+
+def test_the_recorded_end_keeps_the_last_heartbeat(run, monkeypatch):
+    """`heartbeat` writes its time into the launch's state too, so the end recorded on it keeps it."""
+    from mupctl.launch import supervise
+    monkeypatch.setattr(supervise, "HEARTBEAT_S", 0.05)
+    base = write_state(run, launch_fields(8, 8, ["mupctl", "train"]))
+    with supervise.heartbeat(run, base):
+        time.sleep(0.3)
+    assert base["heartbeat"] > base["started"] and read_state(run)["heartbeat"] == base["heartbeat"]

@@ -121,13 +121,15 @@ def supervise(argv: list[str], display: Display, stops: Stops) -> int:
 
 @contextlib.contextmanager
 def heartbeat(run_dir: Path, base: dict | None):
-    """While the block runs, rewrite state.json's `heartbeat` every HEARTBEAT_S (nothing when `base` is None)."""
+    """While the block runs, rewrite state.json's `heartbeat` every HEARTBEAT_S (nothing when `base` is None),
+    also into `base`, which the end is recorded on."""
     stop = threading.Event()
 
     def beat():
         while not stop.wait(HEARTBEAT_S):
             with contextlib.suppress(OSError):
-                write_state(run_dir, base | {"heartbeat": time.time()})
+                base["heartbeat"] = time.time()
+                write_state(run_dir, base)
 
     thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
     if base is not None:
