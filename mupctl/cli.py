@@ -212,7 +212,7 @@ def schema():
 
 @app.command()
 def init(name: str = typer.Argument(..., help="recipe name; writes NAME.yaml"),
-         template: str = typer.Option("tiny", "--template", "-t", help="tiny (CPU, about a minute) | none | mup | "
+         template: str = typer.Option("tiny", "--template", "-t", help="tiny (CPU, 1-2.5 minutes) | none | mup | "
                                                                         "depth_mup | muon (GPU starting points)"),
          out: Optional[str] = typer.Option(None, "--out", help="output path (default NAME.yaml)"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
