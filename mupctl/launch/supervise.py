@@ -12,6 +12,7 @@ exited is only noted, so the end is always written. torchrun's stdout (the worke
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -55,6 +56,7 @@ def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner
                      pid=base["pid"], host=base["host"])
     display.start()
     start = time.monotonic()
+    newest = functools.cache(functools.partial(newest_checkpoint, run_dir))  # one scan, once the workers are gone
     with Stops() as stops:
         try:
             display.note(f"mupctl: launching {shlex.join(argv)}")
@@ -62,13 +64,14 @@ def run_workers(run_dir: Path, plan, command: list[str], display: Display, owner
             with heartbeat(run_dir, base):
                 rc = supervise(argv, display, stops)
             faults.after_workers()
-            end = judge(run_dir, plan, rc, stops.received, read_jsonl(run_dir / "events.jsonl")[seen:], display)
+            events = read_jsonl(run_dir / "events.jsonl")[seen:]
+            end = judge(run_dir, plan, rc, stops.received, events, newest, display)
         except BaseException as exc:
             end = End(CRASHED, logged_step(run_dir), 1, one_line(f"the launcher failed: {type(exc).__name__}: {exc}"))
             raise
         finally:
             display.close()
-            ckpt = newest_checkpoint(run_dir)  # one scan for both the recorded end and the status returned
+            ckpt = newest()  # the recorded end and the status returned read the same scan
             if owner:
                 record_end(run_dir, base, end.state, end.step, end.exit_code, end.reason, ckpt)
     return run_status(run_dir, checkpoint=ckpt) | {"seconds": round(time.monotonic() - start, 1),
@@ -142,8 +145,9 @@ def heartbeat(run_dir: Path, base: dict | None):
             thread.join()
 
 
-def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict], display: Display) -> End:
-    """The end of a launch from torchrun's exit code, the signals the launcher got and the workers' events."""
+def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict], newest, display: Display) -> End:
+    """The end of a launch from torchrun's exit code, the signals the launcher got, the workers' events and,
+    where the workers did not simply finish, `newest()`: the step of the newest whole checkpoint."""
     restarts = max((e.get("restart", 0) for e in events if e.get("event") == "start"), default=0)
     limit = plan.launch.max_restarts
     if restarts:
@@ -154,7 +158,7 @@ def judge(run_dir: Path, plan, rc: int, received: list[int], events: list[dict],
     if rc == 0 and not stop:
         return End(FINISHED, steps, 0, f"reached train.steps ({steps})")
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    if trained_to_end(steps, plan.checkpoint.interval, newest_checkpoint(run_dir), rows):  # a late signal or crash
+    if trained_to_end(steps, plan.checkpoint.interval, newest(), rows):  # a late signal or crash
         late = by if received or stop else f"the workers exited with code {rc}"
         return End(FINISHED, steps, 0, f"reached train.steps ({steps}), then {late} as the workers finished")
     if stop or received:
