@@ -36,7 +36,8 @@ def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
     train = [r for r in rows if isinstance(r.get("loss"), (int, float))]
     val = [r for r in rows if isinstance(r.get("val_loss"), (int, float))]
     recorded = read_state(run_dir)
-    state = dict(recorded) if recorded else legacy_state(run_dir, rows)
+    total, interval = plan_fields(run_dir)
+    state = dict(recorded) if recorded else legacy_state(run_dir, rows, total)
     alive = launcher_alive(state) if recorded else state["state"] == RUNNING
     if recorded and state["state"] == RUNNING and not alive:
         where = state.get("host") or "its host"
@@ -44,7 +45,6 @@ def run_status(run_dir: Path, checkpoint: int | None | object = SCAN) -> dict:
                   "recorded no end (killed by SIGKILL, out of memory, or its node was lost); continue with "
                   f"`mupctl resume {run_dir}`"}
     ckpt = newest_checkpoint(run_dir) if checkpoint is SCAN else checkpoint
-    total, interval = plan_fields(run_dir)
     if state["state"] in (STOPPED, CRASHED) and total and trained_to_end(total, interval, ckpt, rows):
         state |= {"state": FINISHED, "reason": f"reached train.steps ({total}); the launcher ended as the workers "
                   f"finished, before it could record that (it says {state['state']})"}
@@ -85,9 +85,8 @@ def eta_s(train: list[dict], left: int, since: float | None) -> float | None:
     return None
 
 
-def legacy_state(run_dir: Path, rows: list[dict]) -> dict:
+def legacy_state(run_dir: Path, rows: list[dict], total: int | None) -> dict:
     """The state of a run directory without state.json, inferred from what its run left behind."""
-    total, _ = plan_fields(run_dir)
     last_step = max((r["step"] for r in rows if type(r.get("step")) is int and "loss" in r), default=0)
     events = read_jsonl(run_dir / "events.jsonl")
     last = events[-1] if events else {}
